@@ -1,0 +1,178 @@
+package audit
+
+import (
+	"bytes"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"github.com/keyhole-gw/keyhole/internal/jsonpath"
+	"github.com/keyhole-gw/keyhole/internal/scrub"
+	"github.com/keyhole-gw/keyhole/internal/token"
+)
+
+// Redacted replaces what the audit log never stores.
+const Redacted = "[REDACTED]"
+
+// alwaysRedacted are header names whose values are never stored (SPEC §6).
+var alwaysRedacted = map[string]bool{
+	"Authorization": true, "Proxy-Authorization": true, "Cookie": true, "Set-Cookie": true,
+	"X-Keyhole-Token": true,
+}
+
+// Redactor removes, before storage, every secret value (and derived value)
+// of a proxy, every keyhole token, credential headers, the proxy's
+// redact_headers and the JSON fields of redact_json (SPEC §6). Redaction
+// works on the captured copy only: what is forwarded never changes.
+type Redactor struct {
+	secrets *scrub.Set
+	vals    [][]byte
+	headers map[string]bool
+	json    []jsonpath.Path
+	params  map[string]bool
+}
+
+// NewRedactor builds a proxy's redactor. vals are the secret values (for
+// trimming a partial secret at the end of a cut capture).
+func NewRedactor(secrets *scrub.Set, vals []string, headers, jsonPaths, params []string) *Redactor {
+	r := &Redactor{secrets: secrets, headers: map[string]bool{}, params: map[string]bool{}}
+	for _, v := range vals {
+		r.vals = append(r.vals, []byte(v))
+	}
+	for _, h := range headers {
+		r.headers[http.CanonicalHeaderKey(h)] = true
+	}
+	r.json = jsonpath.MustParseAll(jsonPaths)
+	for _, p := range params {
+		r.params[p] = true
+	}
+	return r
+}
+
+// String redacts secrets and tokens in one value. A nil Redactor still
+// redacts keyhole tokens.
+func (r *Redactor) String(s string) string {
+	if r != nil && r.secrets != nil {
+		s = r.secrets.ReplaceString(s)
+	}
+	return redactTokens(s)
+}
+
+func redactTokens(s string) string {
+	if !strings.Contains(s, "kh") {
+		return s
+	}
+	spans := token.FindAll([]byte(s))
+	if len(spans) == 0 {
+		return s
+	}
+	var b strings.Builder
+	last := 0
+	for _, sp := range spans {
+		b.WriteString(s[last:sp[0]])
+		b.WriteString(Redacted)
+		last = sp[1]
+	}
+	b.WriteString(s[last:])
+	return b.String()
+}
+
+// Headers returns a redacted copy of h as {"Canonical-Name": [values]}.
+// Credential headers keep their scheme ("Bearer [REDACTED]") so a reader
+// can still tell how the caller authenticated. Values are stored as data:
+// a CR, LF or escape sequence in them stays a character of the JSON string.
+func (r *Redactor) Headers(h http.Header) map[string][]string {
+	out := make(map[string][]string, len(h))
+	for k, vs := range h {
+		ck := http.CanonicalHeaderKey(k)
+		cp := make([]string, len(vs))
+		for i, v := range vs {
+			switch {
+			case alwaysRedacted[ck] || r != nil && r.headers[ck]:
+				cp[i] = redactCredential(v)
+			default:
+				cp[i] = r.String(v)
+			}
+		}
+		out[ck] = cp
+	}
+	return out
+}
+
+func redactCredential(v string) string {
+	if scheme, _, ok := strings.Cut(v, " "); ok {
+		switch strings.ToLower(scheme) {
+		case "bearer", "basic", "digest", "token", "aws4-hmac-sha256":
+			return scheme + " " + Redacted
+		}
+	}
+	return Redacted
+}
+
+// Query redacts the injected parameters' values and any secret or token.
+func (r *Redactor) Query(raw string) string {
+	if raw == "" {
+		return ""
+	}
+	if r != nil && len(r.params) > 0 {
+		parts := strings.Split(raw, "&")
+		for i, p := range parts {
+			k, _, _ := strings.Cut(p, "=")
+			if uk, err := url.QueryUnescape(k); err == nil && r.params[uk] {
+				parts[i] = k + "=" + Redacted
+			}
+		}
+		raw = strings.Join(parts, "&")
+	}
+	return r.String(raw)
+}
+
+// Capture redacts a captured body and cuts it to max bytes. data may hold
+// a little more than max (the gateway captures max plus the longest secret)
+// so that a secret straddling the cut is still recognised and replaced; a
+// trailing partial secret left after the cut is dropped too.
+func (r *Redactor) Capture(data []byte, max int64, truncated bool) *Body {
+	out := data
+	if r != nil && r.secrets != nil {
+		out = r.secrets.ReplaceBytes(out)
+	}
+	if bytes.Contains(out, []byte("kh")) {
+		out = []byte(redactTokens(string(out)))
+	}
+	if r != nil && len(r.json) > 0 && !truncated && int64(len(out)) <= max {
+		if v, err := jsonpath.Decode(out); err == nil && jsonpath.Rewrite(v, nil, r.json, Redacted) {
+			if b, err := jsonpath.Encode(v); err == nil {
+				out = b
+			}
+		}
+	}
+	if int64(len(out)) > max {
+		out, truncated = out[:max], true
+		if r != nil {
+			out = r.trimPartial(out)
+		}
+	}
+	return &Body{Data: out, Truncated: truncated}
+}
+
+// trimPartial drops a tail of b that is a proper prefix of a secret value.
+func (r *Redactor) trimPartial(b []byte) []byte {
+	cut := 0
+	for _, v := range r.vals {
+		for n := min(len(v)-1, len(b)); n > cut; n-- {
+			if bytes.HasSuffix(b, v[:n]) {
+				cut = n
+				break
+			}
+		}
+	}
+	return b[:len(b)-cut]
+}
+
+// MaxSecretLen is the longest secret value (captures take this much extra).
+func (r *Redactor) MaxSecretLen() int {
+	if r == nil || r.secrets == nil {
+		return 0
+	}
+	return r.secrets.MaxLen()
+}

@@ -1,0 +1,377 @@
+package audit
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/keyhole-gw/keyhole/internal/metrics"
+	"github.com/keyhole-gw/keyhole/internal/store"
+)
+
+// ErrUnavailable means the record could not be committed: with
+// --audit-failure=closed the request is refused with 503 audit_unavailable.
+var ErrUnavailable = errors.New("audit log unavailable")
+
+// ErrClosed means the writer has shut down.
+var ErrClosed = errors.New("audit writer closed")
+
+// Options configure a Writer.
+type Options struct {
+	// Node names this node's chain.
+	Node string
+	// Async: callers do not wait for the commit (--audit-durability=async).
+	// A crash can then lose the events still queued.
+	Async bool
+	// FailOpen: when the store cannot take records, requests proceed and
+	// their events wait in a bounded buffer for the store to come back
+	// (--audit-failure=open).
+	FailOpen bool
+	// QueueSize bounds the events waiting for the writer (default 8192).
+	// A full queue blocks callers (back-pressure): nothing is dropped.
+	QueueSize int
+	// MaxBatch bounds one transaction (default 512 events).
+	MaxBatch int
+	// RetryBuffer bounds the events kept for retry while the store is
+	// failing, in open mode (default 100000).
+	RetryBuffer int
+	Logger      *slog.Logger
+	Metrics     *metrics.Metrics
+}
+
+// Writer is the node's single audit writer. Callers hand it events; one
+// goroutine commits whatever is pending as soon as the previous commit has
+// ended (group commit, no fixed delay) and releases the waiters of each
+// batch when it commits.
+type Writer struct {
+	st   store.Audit
+	opt  Options
+	log  *slog.Logger
+	m    *metrics.Metrics
+	q    chan *pending
+	stop chan struct{}
+	done chan struct{}
+
+	mu      sync.Mutex
+	closed  bool
+	healthy bool
+	lastErr time.Time
+
+	// chain head, owned by the loop goroutine
+	seq  int64
+	head []byte
+}
+
+type pending struct {
+	ev       store.AuditEvent
+	queued   time.Time
+	done     chan error // nil when nobody waits
+	droppable bool      // a start or refusal: may be failed fast while the store is down
+}
+
+// NewWriter reads the node's chain head and starts the writer.
+func NewWriter(ctx context.Context, st store.Audit, opt Options) (*Writer, error) {
+	if opt.QueueSize <= 0 {
+		opt.QueueSize = 8192
+	}
+	if opt.MaxBatch <= 0 {
+		opt.MaxBatch = 512
+	}
+	if opt.RetryBuffer <= 0 {
+		opt.RetryBuffer = 100000
+	}
+	if opt.Logger == nil {
+		opt.Logger = slog.Default()
+	}
+	if opt.Metrics == nil {
+		opt.Metrics = metrics.New()
+	}
+	h, err := st.ChainHead(ctx, opt.Node)
+	if err != nil {
+		return nil, fmt.Errorf("cannot read the audit chain head: %w", err)
+	}
+	w := &Writer{st: st, opt: opt, log: opt.Logger, m: opt.Metrics, q: make(chan *pending, opt.QueueSize),
+		stop: make(chan struct{}), done: make(chan struct{}), healthy: true, seq: h.Seq, head: h.Hash}
+	if w.head == nil {
+		w.head = Genesis
+	}
+	go w.loop()
+	return w, nil
+}
+
+// Node is the chain this writer appends to.
+func (w *Writer) Node() string { return w.opt.Node }
+
+// Async reports whether callers do not wait for commits.
+func (w *Writer) Async() bool { return w.opt.Async }
+
+// Healthy reports whether the last commit succeeded.
+func (w *Writer) Healthy() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.healthy
+}
+
+// Record writes a whole record (a refused request, an admin change). In
+// sync mode it returns once the record is committed; ErrUnavailable when
+// it could not be (the caller answers 503 instead, unless fail-open).
+func (w *Writer) Record(ctx context.Context, s *Start, e *End) error {
+	data, err := wholeJSON(s, e)
+	if err != nil {
+		return err
+	}
+	x := s.index()
+	x.Status, x.LatencyMS, x.Complete = e.Status, round3(e.LatencyMS), true
+	return w.submit(ctx, store.AuditEvent{Node: w.opt.Node, RecordID: s.ID, Kind: "record", Data: data, Index: x}, true)
+}
+
+// Begin writes the start of a forwarded request's record; in sync mode the
+// request must not be forwarded before it returns nil.
+func (w *Writer) Begin(ctx context.Context, s *Start) error {
+	data, err := json.Marshal(s.data())
+	if err != nil {
+		return err
+	}
+	return w.submit(ctx, store.AuditEvent{Node: w.opt.Node, RecordID: s.ID, Kind: "start", Data: data, Index: s.index()}, true)
+}
+
+// Finish writes the end of a forwarded request's record. In sync mode it
+// waits for the commit (bounded by ctx); an end event that cannot be
+// committed yet is kept and retried, never dropped: its request already
+// reached the upstream.
+func (w *Writer) Finish(ctx context.Context, id string, e *End) error {
+	data, err := json.Marshal(e.data())
+	if err != nil {
+		return err
+	}
+	x := store.LogIndex{ID: id, Decision: e.Decision, Reason: e.Reason, Rule: e.Rule, Status: e.Status,
+		LatencyMS: round3(e.LatencyMS), Complete: true}
+	return w.submit(ctx, store.AuditEvent{Node: w.opt.Node, RecordID: id, Kind: "end", Data: data, Index: x}, false)
+}
+
+func (w *Writer) submit(ctx context.Context, ev store.AuditEvent, droppable bool) error {
+	p := &pending{ev: ev, queued: time.Now(), droppable: droppable}
+	wait := !w.opt.Async
+	if wait {
+		p.done = make(chan error, 1)
+	}
+	w.mu.Lock()
+	closed := w.closed
+	w.mu.Unlock()
+	if closed {
+		return ErrClosed
+	}
+	select {
+	case w.q <- p:
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-w.stop:
+		return ErrClosed
+	}
+	w.m.AuditQueue.Set(float64(len(w.q)))
+	if !wait {
+		return nil
+	}
+	select {
+	case err := <-p.done:
+		if err != nil && w.opt.FailOpen {
+			return nil // kept for retry; open mode lets the request proceed
+		}
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Close stops accepting events, commits what is queued (within ctx) and
+// stops the writer.
+func (w *Writer) Close(ctx context.Context) error {
+	w.mu.Lock()
+	if w.closed {
+		w.mu.Unlock()
+		<-w.done
+		return nil
+	}
+	w.closed = true
+	w.mu.Unlock()
+	close(w.stop)
+	select {
+	case <-w.done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("audit events still queued at shutdown: %w", ctx.Err())
+	}
+}
+
+// backoff bounds how often a failing store is retried.
+const (
+	minBackoff = 50 * time.Millisecond
+	maxBackoff = time.Second
+)
+
+func (w *Writer) loop() {
+	defer close(w.done)
+	var retry []*pending // events that must not be lost, oldest first
+	backoff := time.Duration(0)
+	var timer *time.Timer
+	var timerC <-chan time.Time
+	stopping := false
+	for {
+		var batch []*pending
+		if !stopping {
+			select {
+			case p := <-w.q:
+				batch = append(batch, p)
+			case <-timerC:
+			case <-w.stop:
+				stopping = true
+			}
+		}
+		// Drain whatever else is pending: this is the group commit.
+	drain:
+		for len(batch)+len(retry) < w.opt.MaxBatch*4 {
+			select {
+			case p := <-w.q:
+				batch = append(batch, p)
+			default:
+				break drain
+			}
+		}
+		w.m.AuditQueue.Set(float64(len(w.q)))
+		if stopping && len(batch) == 0 && len(retry) == 0 {
+			return
+		}
+		if len(batch) == 0 && len(retry) == 0 {
+			continue
+		}
+		all := append(retry, batch...)
+		retry = nil
+		if backoff > 0 && time.Since(w.lastFail()) < backoff {
+			// The store failed a moment ago: answer the droppable events
+			// at once (503 in closed mode) instead of making them wait,
+			// and keep the rest for the next attempt.
+			retry = w.failFast(all)
+			if timer == nil {
+				timer = time.NewTimer(backoff)
+			} else {
+				timer.Reset(backoff)
+			}
+			timerC = timer.C
+			if stopping {
+				time.Sleep(backoff)
+			}
+			continue
+		}
+		for len(all) > 0 {
+			n := min(len(all), w.opt.MaxBatch)
+			chunk := all[:n]
+			if err := w.commit(chunk); err != nil {
+				backoff = min(max(backoff*2, minBackoff), maxBackoff)
+				retry = append(retry, w.failFast(all)...)
+				if timer == nil {
+					timer = time.NewTimer(backoff)
+				} else {
+					timer.Reset(backoff)
+				}
+				timerC = timer.C
+				break
+			}
+			backoff = 0
+			timerC = nil
+			all = all[n:]
+		}
+		if stopping && len(retry) > 0 {
+			// Shutting down with a failing store: keep trying until Close's
+			// deadline (the caller gives up waiting, the process exits).
+			time.Sleep(max(backoff, minBackoff))
+		}
+	}
+}
+
+func (w *Writer) lastFail() time.Time {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.lastErr
+}
+
+// failFast answers every droppable waiting event with ErrUnavailable and
+// returns the events to retry: end events always (their request reached
+// the upstream), and in open mode every event, up to RetryBuffer.
+func (w *Writer) failFast(ps []*pending) []*pending {
+	var keep []*pending
+	for _, p := range ps {
+		if p.droppable && !w.opt.FailOpen {
+			if p.done != nil {
+				p.done <- ErrUnavailable
+				p.done = nil
+			}
+			continue
+		}
+		if p.done != nil {
+			p.done <- ErrUnavailable
+			p.done = nil
+		}
+		keep = append(keep, p)
+	}
+	if over := len(keep) - w.opt.RetryBuffer; over > 0 {
+		for _, p := range keep[:over] {
+			w.log.Error("audit event dropped: the store has been failing and the retry buffer is full", "record", p.ev.RecordID, "kind", p.ev.Kind)
+		}
+		w.m.AuditDropped.Add(float64(over))
+		keep = keep[over:]
+	}
+	return keep
+}
+
+// commit assigns chain links to the batch and writes it in one
+// transaction; on success it advances the head and releases the waiters.
+func (w *Writer) commit(batch []*pending) error {
+	start := time.Now()
+	seq, head := w.seq, w.head
+	evs := make([]store.AuditEvent, len(batch))
+	oldest := start
+	for i, p := range batch {
+		seq++
+		e := p.ev
+		e.Seq, e.PrevHash = seq, head
+		e.Hash = Link(head, e.Data)
+		head = e.Hash
+		evs[i] = e
+		if p.queued.Before(oldest) {
+			oldest = p.queued
+		}
+	}
+	w.m.AuditLag.Set(start.Sub(oldest).Seconds())
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	err := w.st.AppendAudit(ctx, evs)
+	cancel()
+	w.m.AuditCommit.Observe(time.Since(start).Seconds())
+	w.mu.Lock()
+	if err != nil {
+		if w.healthy {
+			w.log.Error("audit store cannot take records; refusing requests until it recovers", "err", err)
+		}
+		w.healthy = false
+		w.lastErr = time.Now()
+		w.mu.Unlock()
+		w.m.AuditFailures.Inc()
+		return err
+	}
+	if !w.healthy {
+		w.log.Info("audit store recovered")
+	}
+	w.healthy = true
+	w.mu.Unlock()
+	w.seq, w.head = seq, head
+	w.m.AuditRecords.Add(float64(len(batch)))
+	for _, p := range batch {
+		if p.done != nil {
+			p.done <- nil
+		}
+	}
+	return nil
+}

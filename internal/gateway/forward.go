@@ -1,0 +1,315 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/keyhole-gw/keyhole/internal/audit"
+	"github.com/keyhole-gw/keyhole/internal/netguard"
+	"github.com/keyhole-gw/keyhole/internal/rules"
+)
+
+// forward is step 8: the reverse proxy, then the end of the record.
+func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, x *exchange, body *rules.Body) {
+	p := x.proxy
+	x.rec.RequestHeaders = p.Redact.Headers(r.Header)
+	x.rec.Query = p.Redact.Query(x.rawQuery)
+	x.end = audit.End{Decision: audit.Allow, Reason: x.rec.Reason, Rule: x.rec.Rule}
+	capMax := int64(0)
+	if p.Spec.Capture.RequestBody || p.Spec.Capture.ResponseBody {
+		capMax = p.Spec.Capture.MaxBytes + int64(p.Redact.MaxSecretLen())
+	}
+	if hasBody(r) {
+		if body == nil {
+			r.Body = &idleReadCloser{idleReader{r: r.Body, w: w, d: g.BodyIdleTimeout}, r.Body}
+		}
+		x.reqTap = newTap(r.Body, capMax, p.Spec.Capture.RequestBody)
+		r.Body = x.reqTap
+	}
+	ctx, cancel := context.WithTimeout(context.WithValue(r.Context(), ctxKey{}, x), time.Duration(p.Spec.Timeouts.Total))
+	defer cancel()
+	sw := &statusWriter{ResponseWriter: w}
+	defer func() {
+		// ReverseProxy aborts a response that fails mid-stream by
+		// panicking with http.ErrAbortHandler: record it, then let the
+		// panic close the connection.
+		rec := recover()
+		if rec != nil && x.failure == nil {
+			x.failure = &refusal{status: sw.status, reason: "upstream_aborted", message: "the response was cut off"}
+		}
+		g.finish(r, x, sw)
+		if rec != nil {
+			panic(rec)
+		}
+	}()
+	g.rp.ServeHTTP(sw, r.WithContext(ctx))
+}
+
+// finish commits the end of the record (in sync mode, before the handler
+// returns and the response ends).
+func (g *Gateway) finish(r *http.Request, x *exchange, sw *statusWriter) {
+	p := x.proxy
+	e := &x.end
+	e.Status = sw.status
+	if e.Status == 0 {
+		e.Status = http.StatusOK
+	}
+	e.LatencyMS = msSince(x.start)
+	e.ResponseBytes = sw.n
+	if x.sent {
+		e.Upstream = true
+		e.UpstreamLatencyMS = float64(x.upHdr.Microseconds()) / 1000
+	}
+	if x.reqTap != nil {
+		e.RequestBytes = x.reqTap.n
+		if x.reqTap.keep {
+			e.RequestBody = p.Redact.Capture(x.reqTap.buf.Bytes(), p.Spec.Capture.MaxBytes, x.reqTap.n > int64(x.reqTap.buf.Len()))
+		}
+	}
+	if x.respTap != nil && x.respTap.keep {
+		e.ResponseBody = p.Redact.Capture(x.respTap.buf.Bytes(), p.Spec.Capture.MaxBytes, x.respTap.n > int64(x.respTap.buf.Len()))
+	}
+	if x.scrub != nil {
+		e.Scrubbed = x.scrub.Replaced()
+	}
+	if f := x.failure; f != nil {
+		e.Decision, e.Reason, e.Error = audit.Error, f.reason, f.message
+	}
+	// The agent may be gone (context canceled); the record still ends.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 10*time.Second)
+	defer cancel()
+	if err := g.Audit.Finish(ctx, x.rid, e); err != nil && !errors.Is(err, audit.ErrUnavailable) {
+		g.Logger.Warn("audit end record not yet committed", "request_id", x.rid, "err", err)
+	}
+	g.observe(x, e.Status, e.Decision)
+}
+
+// hopHeaders the agent may not send upstream beyond what ReverseProxy
+// already removes (RFC 9110 §7.6.1 and the Forwarded family: keyhole does
+// not tell upstreams about its clients, and a client cannot pretend to be
+// another).
+var dropOnRequest = []string{"Forwarded", "X-Real-Ip", "Via", "X-Keyhole-Request-Id", "Accept-Encoding", "Proxy-Authorization",
+	"Te", "Trailer", "Upgrade"}
+
+// rewrite builds the outgoing request (ReverseProxy.Rewrite runs after the
+// hop-by-hop headers, including those named in Connection, are removed —
+// so nothing the agent names in Connection can remove what is set here).
+func (g *Gateway) rewrite(pr *httputil.ProxyRequest) {
+	x := exchangeFrom(pr.In.Context())
+	out := pr.Out
+	p := x.proxy
+	u := p.Upstream
+	out.URL.Scheme, out.URL.Host = u.Scheme, u.Host
+	base := strings.TrimSuffix(u.EscapedPath(), "/")
+	rawPath := x.rawPath
+	if rawPath == "" {
+		rawPath = "/"
+	}
+	out.URL.RawPath = base + rawPath
+	out.URL.Path = strings.TrimSuffix(u.Path, "/") + x.path
+	out.URL.RawQuery = x.rawQuery
+	out.URL.ForceQuery = false
+	out.URL.Fragment, out.URL.RawFragment = "", ""
+	out.Host = ""
+	for k := range out.Header {
+		if strings.HasPrefix(k, "X-Forwarded-") {
+			delete(out.Header, k)
+		}
+	}
+	for _, h := range dropOnRequest {
+		delete(out.Header, h)
+	}
+	if p.Spec.AllowWebsocket && pr.In.Header.Get("Upgrade") != "" {
+		out.Header.Set("Upgrade", pr.In.Header.Get("Upgrade"))
+		out.Header.Set("Connection", "Upgrade")
+	}
+	out.Trailer = nil
+	if _, ok := out.Header["User-Agent"]; !ok {
+		out.Header["User-Agent"] = []string{""} // not Go's default
+	}
+	for k, v := range p.Spec.StaticHeaders {
+		out.Header.Set(k, v)
+	}
+	out.Header.Set("X-Keyhole-Request-Id", x.rid)
+	if err := p.Inject.Apply(out); err != nil {
+		// Fail closed: an outgoing request without its credential is
+		// never sent (the transport sees the marker and refuses).
+		*out = *out.WithContext(context.WithValue(out.Context(), injectFailed{}, err))
+	}
+	x.upAt = time.Now()
+}
+
+type injectFailed struct{}
+
+// transportFor sends each request through its proxy's pooled transport.
+type transportFor struct{}
+
+func (transportFor) RoundTrip(r *http.Request) (*http.Response, error) {
+	if err, ok := r.Context().Value(injectFailed{}).(error); ok {
+		return nil, &authError{err}
+	}
+	x := exchangeFrom(r.Context())
+	x.sent = true
+	res, err := x.proxy.Transport.RoundTrip(r)
+	x.upHdr = time.Since(x.upAt)
+	return res, err
+}
+
+type authError struct{ err error }
+
+func (e *authError) Error() string { return "upstream credential unavailable" }
+func (e *authError) Unwrap() error { return e.err }
+
+var errEncoding = errors.New("upstream response encoding keyhole cannot inspect")
+
+// modifyResponse scrubs secrets from the response's headers and, as it
+// streams, its body; drops Set-Cookie unless pass_cookies; taps a bounded
+// copy for the audit record.
+func (g *Gateway) modifyResponse(res *http.Response) error {
+	x := exchangeFrom(res.Request.Context())
+	p := x.proxy
+	// Keyhole offered only gzip (which the transport decodes): any other
+	// content coding would hide secrets from the scrubber (SPEC §3.6).
+	if ce := res.Header.Get("Content-Encoding"); ce != "" && !strings.EqualFold(ce, "identity") {
+		return errEncoding
+	}
+	if !p.Spec.PassCookies {
+		delete(res.Header, "Set-Cookie")
+		delete(res.Header, "Set-Cookie2")
+	}
+	delete(res.Header, "X-Keyhole-Request-Id") // ours is already set
+	if p.Scrub.Len() > 0 {
+		for k, vs := range res.Header {
+			for i, v := range vs {
+				vs[i] = p.Scrub.ReplaceString(v)
+			}
+			res.Header[k] = vs
+		}
+	}
+	x.end.ResponseHeaders = p.Redact.Headers(res.Header)
+	capMax := p.Spec.Capture.MaxBytes + int64(p.Redact.MaxSecretLen())
+	x.respTap = newTap(res.Body, capMax, p.Spec.Capture.ResponseBody)
+	var body io.ReadCloser = x.respTap
+	if p.Scrub.Len() > 0 && res.Request.Method != http.MethodHead {
+		sr := p.Scrub.Reader(body)
+		if rc, ok := sr.(interface{ Replaced() int }); ok {
+			x.scrub = rc
+		}
+		body = sr
+		// Scrubbing may change the length: stream it chunked.
+		res.ContentLength = -1
+		res.Header.Del("Content-Length")
+	}
+	res.Body = body
+	return nil
+}
+
+// proxyError answers a failed exchange with the SPEC §3.3 envelope: 504 on
+// a timeout, 502 otherwise. The message never holds the upstream URL (a
+// query-parameter credential would be in it) or the Go error text.
+func (g *Gateway) proxyError(w http.ResponseWriter, r *http.Request, err error) {
+	x := exchangeFrom(r.Context())
+	f := &refusal{status: http.StatusBadGateway, reason: "upstream_unreachable", message: "the upstream could not be reached"}
+	var ne net.Error
+	var ae *authError
+	switch {
+	case errors.As(err, &ae):
+		f = &refusal{status: http.StatusBadGateway, reason: "upstream_auth_failed", message: "keyhole could not obtain the upstream credential; nothing was forwarded"}
+	case errors.Is(err, errEncoding):
+		f = &refusal{status: http.StatusBadGateway, reason: "upstream_encoding", message: "the upstream answered with a content encoding keyhole cannot inspect"}
+	case netguard.IsBlocked(err):
+		f = &refusal{status: http.StatusBadGateway, reason: "upstream_blocked", message: "the upstream's address is refused by keyhole's SSRF guard"}
+	case errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout():
+		f = &refusal{status: http.StatusGatewayTimeout, reason: "upstream_timeout", message: "the upstream did not answer in time"}
+	case errors.Is(err, context.Canceled):
+		f = &refusal{status: 499, reason: "client_gone", message: "the agent closed the request"}
+	}
+	if x != nil {
+		x.failure = f
+		g.Metrics.UpstreamErrors.WithLabelValues(x.proxy.Name, f.reason).Inc()
+		g.Logger.Debug("upstream error", "proxy", x.proxy.Name, "request_id", x.rid, "reason", f.reason)
+		writeError(w, f.status, f.code(), f.message, x.rid)
+		return
+	}
+	writeError(w, f.status, f.code(), f.message, "")
+}
+
+// statusWriter records the status and the bytes written, and keeps
+// Flush and the rest reachable through Unwrap (http.ResponseController).
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+	n      int64
+}
+
+func (s *statusWriter) WriteHeader(code int) {
+	if s.status == 0 || s.status < 200 {
+		s.status = code
+	}
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusWriter) Write(b []byte) (int, error) {
+	if s.status == 0 {
+		s.status = http.StatusOK
+	}
+	n, err := s.ResponseWriter.Write(b)
+	s.n += int64(n)
+	return n, err
+}
+
+func (s *statusWriter) Flush() { http.NewResponseController(s.ResponseWriter).Flush() }
+
+func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+
+// tap passes a body through and keeps its first max bytes for the audit
+// record, counting the rest.
+type tap struct {
+	src  io.ReadCloser
+	buf  bytes.Buffer
+	max  int64
+	n    int64
+	keep bool
+}
+
+func newTap(src io.ReadCloser, max int64, keep bool) *tap {
+	return &tap{src: src, max: max, keep: keep && max > 0}
+}
+
+func (t *tap) Read(p []byte) (int, error) {
+	n, err := t.src.Read(p)
+	if n > 0 {
+		if t.keep {
+			if room := t.max - int64(t.buf.Len()); room > 0 {
+				t.buf.Write(p[:min(int64(n), room)])
+			}
+		}
+		t.n += int64(n)
+	}
+	return n, err
+}
+
+func (t *tap) Close() error { return t.src.Close() }
+
+type idleReadCloser struct {
+	idleReader
+	c io.Closer
+}
+
+func (i *idleReadCloser) Close() error { return i.c.Close() }
+
+// bufferPool reuses ReverseProxy's 32 KiB copy buffers.
+type bufferPool struct{}
+
+var bufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+func (bufferPool) Get() []byte  { return *(bufs.Get().(*[]byte)) }
+func (bufferPool) Put(b []byte) { bufs.Put(&b) }

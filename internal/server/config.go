@@ -1,0 +1,134 @@
+// Package server runs one keyhole node (`keyhole serve`, SPEC §2): it reads
+// the configuration from flags and environment, opens the store and the
+// vault, builds the snapshot, starts the audit writer, the gateway and the
+// admin listener, and shuts them down in order.
+package server
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/pflag"
+)
+
+// Config is a node's configuration. Each field's flag and environment
+// variable are named in Bind; flags win over the environment.
+type Config struct {
+	Listen          string
+	AdminListen     string
+	Store           string
+	MasterKeyFile   string
+	DataDir         string
+	NodeID          string
+	AuditDurability string
+	AuditFailure    string
+	AuditRetention  string
+	ShutdownTimeout time.Duration
+	AllowCIDRs      []string
+	HostSuffix      string
+	ForwardListen   string
+	LogLevel        string
+	LogFormat       string
+	SQLiteSync      string
+}
+
+// Defaults (SPEC §2).
+const (
+	DefaultListen      = "127.0.0.1:8080"
+	DefaultAdminListen = "127.0.0.1:8081"
+	DefaultStore       = "sqlite://./keyhole-data/keyhole.db"
+)
+
+// Bind registers the serve flags, each defaulting to its environment
+// variable when set.
+func (c *Config) Bind(fs *pflag.FlagSet) {
+	str := func(p *string, name, env, def, usage string) {
+		if v := os.Getenv(env); v != "" {
+			def = v
+		}
+		fs.StringVar(p, name, def, usage+" (env "+env+")")
+	}
+	str(&c.Listen, "listen", "KEYHOLE_LISTEN", DefaultListen, "gateway listener for agents, host:port")
+	str(&c.AdminListen, "admin-listen", "KEYHOLE_ADMIN_LISTEN", DefaultAdminListen, "admin listener (admin API, dashboard, /metrics), host:port; agent tokens are never accepted there")
+	str(&c.Store, "store", "KEYHOLE_STORE", DefaultStore, "store: sqlite://PATH (embedded; sqlite:///abs/path.db for an absolute path) or postgres://… (several nodes)")
+	str(&c.MasterKeyFile, "master-key-file", "KEYHOLE_MASTER_KEY_FILE", "", "file holding the master key (base64 of 32 bytes); or set KEYHOLE_MASTER_KEY. Without either, an embedded store generates one into the data folder")
+	str(&c.DataDir, "data-dir", "KEYHOLE_DATA_DIR", "", "data folder for the generated master key, admin-token, node-id and audit checkpoint (default: the SQLite file's folder, or ./keyhole-data)")
+	str(&c.NodeID, "node-id", "KEYHOLE_NODE_ID", "", "this node's name in the audit log (default: generated once and kept in the data folder)")
+	str(&c.AuditDurability, "audit-durability", "KEYHOLE_AUDIT_DURABILITY", "sync", "sync: a request is forwarded only after its record is committed; async: records are written behind (a crash can lose the last ones)")
+	str(&c.AuditFailure, "audit-failure", "KEYHOLE_AUDIT_FAILURE", "closed", "closed: requests get 503 while records cannot be committed; open: requests proceed and records wait in memory for the store")
+	str(&c.HostSuffix, "host-suffix", "KEYHOLE_HOST_SUFFIX", "", "route by Host: {proxy}SUFFIX goes to that proxy with its whole path (e.g. .gw.example.com)")
+	str(&c.LogLevel, "log-level", "KEYHOLE_LOG_LEVEL", "info", "debug, info, warn or error")
+	str(&c.LogFormat, "log-format", "KEYHOLE_LOG_FORMAT", "text", "text or json")
+	str(&c.SQLiteSync, "sqlite-synchronous", "KEYHOLE_SQLITE_SYNCHRONOUS", "NORMAL", "embedded store durability: NORMAL (commits survive a crash of keyhole) or FULL (also a power loss; an fsync per commit)")
+	st := 10 * time.Second
+	if v := os.Getenv("KEYHOLE_SHUTDOWN_TIMEOUT"); v != "" {
+		if d, err := time.ParseDuration(v); err == nil {
+			st = d
+		}
+	}
+	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", st, "how long in-flight requests may take to finish on SIGTERM (env KEYHOLE_SHUTDOWN_TIMEOUT)")
+	var cidrs []string
+	if v := os.Getenv("KEYHOLE_ALLOW_UPSTREAM_CIDR"); v != "" {
+		cidrs = strings.Split(v, ",")
+	}
+	fs.StringSliceVar(&c.AllowCIDRs, "allow-upstream-cidr", cidrs, "let upstreams in this CIDR range through the SSRF guard (repeatable; e.g. 10.1.0.0/16; tests use 127.0.0.0/8) (env KEYHOLE_ALLOW_UPSTREAM_CIDR, comma-separated)")
+}
+
+// Validate checks the configuration and fills derived values.
+func (c *Config) Validate() error {
+	switch c.AuditDurability {
+	case "sync", "async":
+	default:
+		return fmt.Errorf("--audit-durability must be sync or async, not %q", c.AuditDurability)
+	}
+	switch c.AuditFailure {
+	case "closed", "open":
+	default:
+		return fmt.Errorf("--audit-failure must be closed or open, not %q", c.AuditFailure)
+	}
+	if c.AuditRetention != "" {
+		if _, err := ParseRetention(c.AuditRetention); err != nil {
+			return err
+		}
+	}
+	if c.ShutdownTimeout < 0 {
+		return errors.New("--shutdown-timeout must not be negative")
+	}
+	if c.HostSuffix != "" {
+		c.HostSuffix = strings.ToLower(c.HostSuffix)
+		if !strings.HasPrefix(c.HostSuffix, ".") {
+			c.HostSuffix = "." + c.HostSuffix
+		}
+	}
+	if c.DataDir == "" {
+		if strings.HasPrefix(c.Store, "sqlite://") {
+			p := strings.TrimPrefix(c.Store, "sqlite://")
+			c.DataDir = filepath.Dir(p)
+		} else {
+			c.DataDir = "./keyhole-data"
+		}
+	}
+	if c.Listen == c.AdminListen {
+		return errors.New("--listen and --admin-listen must differ: agents' tokens are never accepted on the admin listener")
+	}
+	return nil
+}
+
+// ParseRetention reads a Go duration or a number of days ("90d").
+func ParseRetention(s string) (time.Duration, error) {
+	if d, ok := strings.CutSuffix(s, "d"); ok {
+		n, err := strconv.Atoi(d)
+		if err == nil && n > 0 {
+			return time.Duration(n) * 24 * time.Hour, nil
+		}
+	}
+	if d, err := time.ParseDuration(s); err == nil && d > 0 {
+		return d, nil
+	}
+	return 0, fmt.Errorf("--audit-retention %q is not a duration: use e.g. 90d or 720h", s)
+}

@@ -1,0 +1,262 @@
+// Package store defines what keyhole keeps and the interface every backing
+// database implements: SQLite (embedded, the default; store/sqlite) and
+// PostgreSQL (several nodes; store/postgres). One conformance suite
+// (store/storetest) runs against each.
+//
+// The store holds ciphertext and hashes only: secret values arrive sealed by
+// internal/vault and tokens arrive hashed by internal/token, so neither a
+// backup of the database nor a bug in this layer can expose them.
+//
+// Every configuration write bumps a version number in the same transaction,
+// which is what other nodes poll (and are notified of) to rebuild their
+// snapshot.
+package store
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// Errors every implementation returns (wrapped or not) so callers can map
+// them to HTTP statuses.
+var (
+	ErrNotFound = errors.New("not found")
+	ErrConflict = errors.New("conflict")
+	// ErrMissingRef: the object references another that does not exist
+	// (a proxy's secret, a token's agent).
+	ErrMissingRef = errors.New("missing reference")
+	// ErrInUse: the object is referenced and cannot be deleted.
+	ErrInUse = errors.New("in use")
+)
+
+// Key is one data key of the vault's keyring, wrapped by the master key.
+type Key struct {
+	ID        uint32
+	Wrapped   []byte
+	CreatedAt time.Time
+	Active    bool
+}
+
+// Secret is a secret's metadata; the sealed value of each version is kept
+// apart (SecretVersion).
+type Secret struct {
+	Name      string
+	Version   int
+	Kind      string   // "string" or "object"
+	Fields    []string // object secrets: field names, sorted
+	CreatedAt time.Time
+	RotatedAt *time.Time
+	UsedBy    []string // proxies whose auth names it (filled by reads)
+}
+
+// SecretVersion is one sealed value of a secret.
+type SecretVersion struct {
+	Name       string
+	Version    int
+	Ciphertext []byte
+	CreatedAt  time.Time
+}
+
+// Proxy is a stored proxy: its JSON spec, plus the secret it references
+// (kept as a column so a secret in use cannot be deleted, race-free).
+type Proxy struct {
+	Name      string
+	Secret    string
+	Spec      []byte
+	CreatedAt time.Time
+	UpdatedAt time.Time
+}
+
+// Agent is an identity that tokens are issued to.
+type Agent struct {
+	Name      string
+	Labels    map[string]string
+	CreatedAt time.Time
+}
+
+// Token is an agent token: only its hash is kept.
+type Token struct {
+	ID        string
+	Hash      string
+	Agent     string
+	Name      string
+	Proxies   []string
+	Rules     []byte // JSON array of child-token rules, or nil
+	ParentID  string
+	Depth     int
+	CreatedAt time.Time
+	ExpiresAt *time.Time
+	RevokedAt *time.Time
+}
+
+// AdminToken is a credential for the admin API, with a role.
+type AdminToken struct {
+	ID        string
+	Hash      string
+	Name      string
+	Role      string
+	CreatedAt time.Time
+	ExpiresAt *time.Time
+	RevokedAt *time.Time
+}
+
+// State is everything a node's snapshot is built from, read in one
+// consistent transaction.
+type State struct {
+	Version     int64
+	Keys        []Key
+	Secrets     []Secret
+	Sealed      map[string]SecretVersion // latest version of each secret
+	Proxies     []Proxy
+	Agents      []Agent
+	Tokens      []Token
+	AdminTokens []AdminToken
+}
+
+// Config is the configuration half of the store.
+type Config interface {
+	// Meta is a small key/value table (master key fingerprint, ids).
+	GetMeta(ctx context.Context, key string) (string, error)
+	// SetMetaIfAbsent stores value unless key exists; it returns the
+	// stored value either way.
+	SetMetaIfAbsent(ctx context.Context, key, value string) (string, error)
+
+	Keys(ctx context.Context) ([]Key, error)
+	// AddKey stores a new data key; when it is active the others stop
+	// being active (one transaction).
+	AddKey(ctx context.Context, k Key) error
+
+	// Version is the configuration version, bumped by every write.
+	Version(ctx context.Context) (int64, error)
+	// Load reads the whole configuration in one transaction.
+	Load(ctx context.Context) (*State, error)
+
+	// CreateSecret stores version 1 (ErrConflict if the name exists).
+	CreateSecret(ctx context.Context, s Secret, v SecretVersion) error
+	// RotateSecret adds version current+1; seal is called inside the
+	// transaction with the new version number (the vault binds the
+	// ciphertext to it) and returns the ciphertext and the new kind and
+	// fields.
+	RotateSecret(ctx context.Context, name string, at time.Time, seal func(version int) (ct []byte, kind string, fields []string, err error)) (Secret, error)
+	GetSecret(ctx context.Context, name string) (Secret, error)
+	ListSecrets(ctx context.Context) ([]Secret, error)
+	// DeleteSecret removes a secret and its versions; ErrInUse while a
+	// proxy references it.
+	DeleteSecret(ctx context.Context, name string) error
+
+	// PutProxy creates (create=true; ErrConflict if it exists) or replaces
+	// (ErrNotFound if it does not) a proxy. ErrMissingRef when its secret
+	// does not exist.
+	PutProxy(ctx context.Context, p Proxy, create bool) error
+	GetProxy(ctx context.Context, name string) (Proxy, error)
+	ListProxies(ctx context.Context) ([]Proxy, error)
+	DeleteProxy(ctx context.Context, name string) error
+	// UpdateProxy reads, changes and writes a proxy in one transaction
+	// (adding or removing a rule must not lose a concurrent change).
+	UpdateProxy(ctx context.Context, name string, at time.Time, change func(p *Proxy) error) (Proxy, error)
+
+	CreateAgent(ctx context.Context, a Agent) error
+	GetAgent(ctx context.Context, name string) (Agent, error)
+	ListAgents(ctx context.Context) ([]Agent, error)
+	// DeleteAgent removes an agent and revokes its tokens.
+	DeleteAgent(ctx context.Context, name string, at time.Time) error
+
+	// CreateToken stores a token; ErrMissingRef if its agent (or parent)
+	// does not exist.
+	CreateToken(ctx context.Context, t Token) error
+	GetToken(ctx context.Context, id string) (Token, error)
+	ListTokens(ctx context.Context, agent string) ([]Token, error)
+	// RevokeToken revokes a token and every descendant; it returns how
+	// many were revoked (0 and no error if already revoked).
+	RevokeToken(ctx context.Context, id string, at time.Time) (int, error)
+
+	CreateAdminToken(ctx context.Context, t AdminToken) error
+	ListAdminTokens(ctx context.Context) ([]AdminToken, error)
+	RevokeAdminToken(ctx context.Context, id string, at time.Time) error
+}
+
+// AuditEvent is one link of a node's audit hash chain: a whole record, or
+// the start or the end of a forwarded request's record. Data is the exact
+// bytes that were hashed; the index fields are derived from it and kept in
+// columns so that queries run on indexes.
+type AuditEvent struct {
+	Node     string
+	Seq      int64
+	RecordID string
+	Kind     string // "record", "start", "end", "cut"
+	Data     []byte
+	PrevHash []byte
+	Hash     []byte
+	Index    LogIndex // for "end": Status, LatencyMS, Decision, Reason, Rule are applied to the record
+}
+
+// LogIndex is the queryable part of an audit record.
+type LogIndex struct {
+	ID        string
+	Time      time.Time
+	Node      string
+	Proxy     string
+	Agent     string
+	TokenID   string
+	Method    string
+	Path      string
+	Decision  string
+	Reason    string
+	Rule      string
+	Status    int
+	LatencyMS float64
+	Complete  bool
+}
+
+// LogRow is one record as stored: its index and the data of its events
+// (start or whole record, then end if any), with the chain links.
+type LogRow struct {
+	Index  LogIndex
+	Events []AuditEvent
+}
+
+// LogQuery filters and pages the audit log, newest first.
+type LogQuery struct {
+	Proxy, Agent, TokenID, Decision, Reason, Node, PathContains string
+	Status                                                      int
+	Since, Until                                                time.Time
+	// Before is the cursor: only records with an id below it.
+	Before string
+	// After: only records with an id above it, oldest first (follow mode).
+	After     string
+	Limit     int
+	WithData  bool // read the events' data too
+	Ascending bool
+}
+
+// ChainHead is the last link of a node's chain.
+type ChainHead struct {
+	Seq  int64
+	Hash []byte
+}
+
+// Audit is the audit half of the store.
+type Audit interface {
+	// AppendAudit writes a batch of events in one transaction: all or none.
+	AppendAudit(ctx context.Context, batch []AuditEvent) error
+	// ChainHead returns the last link of node's chain (zero if none).
+	ChainHead(ctx context.Context, node string) (ChainHead, error)
+	QueryLogs(ctx context.Context, q LogQuery) ([]LogRow, error)
+	GetLog(ctx context.Context, id string) (LogRow, error)
+	// Chain calls fn for each event of node's chain in order of Seq.
+	Chain(ctx context.Context, node string, fn func(AuditEvent) error) error
+	// ChainNodes lists the nodes that have a chain.
+	ChainNodes(ctx context.Context) ([]string, error)
+	// LastUsed returns, per token id, the time of its latest record.
+	LastUsed(ctx context.Context, tokenIDs []string) (map[string]time.Time, error)
+	// Ping checks that the store answers (readiness).
+	Ping(ctx context.Context) error
+}
+
+// Store is a whole backing database.
+type Store interface {
+	Config
+	Audit
+	Close() error
+}
