@@ -20,8 +20,6 @@ import (
 // forward is step 8: the reverse proxy, then the end of the record.
 func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, x *exchange, body *rules.Body) {
 	p := x.proxy
-	x.rec.RequestHeaders = p.Redact.Headers(r.Header)
-	x.rec.Query = p.Redact.Query(x.rawQuery)
 	x.end = audit.End{Decision: audit.Allow, Reason: x.rec.Reason, Rule: x.rec.Rule}
 	capMax := int64(0)
 	if p.Spec.Capture.RequestBody || p.Spec.Capture.ResponseBody {
@@ -198,6 +196,10 @@ func (g *Gateway) modifyResponse(res *http.Response) error {
 	capMax := p.Spec.Capture.MaxBytes + int64(p.Redact.MaxSecretLen())
 	x.respTap = newTap(res.Body, capMax, p.Spec.Capture.ResponseBody)
 	var body io.ReadCloser = x.respTap
+	body, err := g.filterResponse(res, x, body)
+	if err != nil {
+		return err
+	}
 	if p.Scrub.Len() > 0 && res.Request.Method != http.MethodHead {
 		sr := p.Scrub.Reader(body)
 		if rc, ok := sr.(interface{ Replaced() int }); ok {
@@ -223,6 +225,8 @@ func (g *Gateway) proxyError(w http.ResponseWriter, r *http.Request, err error) 
 	switch {
 	case errors.As(err, &ae):
 		f = &refusal{status: http.StatusBadGateway, reason: "upstream_auth_failed", message: "keyhole could not obtain the upstream credential; nothing was forwarded"}
+	case errors.Is(err, errFilterTooLarge):
+		f = &refusal{status: http.StatusBadGateway, reason: "filter_too_large", message: "the response is too large for this route's response filters to inspect, so it is withheld"}
 	case errors.Is(err, errEncoding):
 		f = &refusal{status: http.StatusBadGateway, reason: "upstream_encoding", message: "the upstream answered with a content encoding keyhole cannot inspect"}
 	case netguard.IsBlocked(err):

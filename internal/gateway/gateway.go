@@ -145,6 +145,13 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	httpfront.StripGuardHeaders(r.Header)
 
+	if r.Method == http.MethodTrace || r.Method == http.MethodConnect {
+		x.rec.Path = clipTarget(r.RequestURI)
+		w.Header().Set("Allow", "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS")
+		g.refuse(w, r, x, &refusal{status: http.StatusMethodNotAllowed, reason: "method_not_allowed",
+			message: r.Method + " is never forwarded"})
+		return
+	}
 	// The request target must be origin-form (RFC 9112 §3.2.1): an
 	// absolute-form target would let the agent name the host.
 	raw := r.RequestURI
@@ -157,13 +164,6 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rawPath, rawQuery, _ := strings.Cut(raw, "?")
 	x.rawQuery = rawQuery
 
-	if r.Method == http.MethodTrace || r.Method == http.MethodConnect {
-		x.rec.Path = clipTarget(rawPath)
-		w.Header().Set("Allow", "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS")
-		g.refuse(w, r, x, &refusal{status: http.StatusMethodNotAllowed, reason: "method_not_allowed",
-			message: r.Method + " is never forwarded"})
-		return
-	}
 	if !policy.ValidMethod(r.Method) {
 		g.refuse(w, r, x, &refusal{status: http.StatusBadRequest, reason: "bad_method", message: "the method is not an RFC 9110 token"})
 		return
@@ -246,6 +246,8 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	// Step 7: the start record, committed before anything is forwarded.
+	x.rec.RequestHeaders = p.Redact.Headers(r.Header)
+	x.rec.Query = p.Redact.Query(x.rawQuery)
 	if err := g.Audit.Begin(r.Context(), &x.rec); err != nil {
 		g.auditFailed(w, r, x, err)
 		return

@@ -117,7 +117,6 @@ func NewStatic(a spec.Auth, m *Material) (*Static, error) {
 		}
 		enc := base64.StdEncoding.EncodeToString([]byte(u + ":" + p))
 		s.headers = append(s.headers, [2]string{"Authorization", "Basic " + enc})
-		s.values = append(s.values, enc)
 	default:
 		return nil, errf("auth type %s is not a static scheme", a.Type)
 	}
@@ -131,17 +130,31 @@ func NewStatic(a spec.Auth, m *Material) (*Static, error) {
 		q.WriteString(url.QueryEscape(p[1]))
 	}
 	s.rawQ = q.String()
+	// Scrub the secret's fields and what is derived from them. A rendered
+	// value that merely contains a field ("Bearer sk_…") is not added, so
+	// the agent sees "Bearer [REDACTED]" and can tell what was there; one
+	// that does not (a Basic header's base64) is.
 	for _, v := range m.Fields {
 		s.values = append(s.values, v)
 	}
 	for _, h := range s.headers {
-		s.values = append(s.values, h[1])
+		s.values = appendDerived(s.values, m, strings.TrimPrefix(strings.TrimPrefix(h[1], "Bearer "), "Basic "))
 	}
 	for _, p := range s.params {
-		s.values = append(s.values, p[1])
+		s.values = appendDerived(s.values, m, p[1])
 	}
 	s.values = DeriveAll(s.values)
 	return s, nil
+}
+
+// appendDerived adds v unless it contains one of the secret's fields.
+func appendDerived(vals []string, m *Material, v string) []string {
+	for _, f := range m.Fields {
+		if len(f) >= minScrubLen && strings.Contains(v, f) {
+			return vals
+		}
+	}
+	return append(vals, v)
 }
 
 func fieldList(m *Material) string {

@@ -1,13 +1,13 @@
-// Package policy decides whether a request may go through a proxy: it checks
-// that the request path is in canonical form, matches it against the rules'
-// path patterns, and evaluates the rules into a decision with a reason code.
+// Package policy holds the path side of a proxy's policy: the canonical path
+// check that runs before any rule (SPEC §3.4), the path patterns that rules
+// match (SPEC §5), and the "METHODS PATHS" rule shorthand. Rule compilation
+// and evaluation live in package rules, which builds on this one.
 //
-// This file holds the canonical path check (SPEC §3.4). Rules match the
-// decoded path, while the gateway forwards the path's original escaped bytes
-// upstream. The check refuses every path whose escaped and decoded forms could
-// mean different things to an upstream (dot segments, encoded slashes, double
-// encoding, path parameters…), so that "the path sent upstream is exactly the
-// path that the rules saw".
+// Rules match the decoded path, while the gateway forwards the path's
+// original escaped bytes upstream. The check refuses every path whose escaped
+// and decoded forms could mean different things to an upstream (dot segments,
+// encoded slashes, double encoding, path parameters…), so that "the path sent
+// upstream is exactly the path that the rules saw".
 package policy
 
 import (

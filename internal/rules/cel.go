@@ -69,8 +69,14 @@ func compileCondition(src string) (*condition, error) {
 	if iss != nil && iss.Err() != nil {
 		return nil, errors.New(oneLine(iss.Err().Error()))
 	}
-	if !ast.OutputType().IsExactType(cel.BoolType) && !ast.OutputType().IsExactType(cel.DynType) {
-		return nil, fmt.Errorf("the condition must be boolean (true or false); it evaluates to %s", ast.OutputType())
+	// The condition must be boolean by type. A bare JSON field is dyn
+	// (it could be anything at run time), so it must be compared:
+	// `request.json.flag == true`, not `request.json.flag`.
+	if t := ast.OutputType(); !t.IsExactType(cel.BoolType) {
+		if t.IsExactType(cel.DynType) {
+			return nil, fmt.Errorf("the condition must be boolean (true or false); this one's type is only known at run time — compare it, e.g. `request.json.flag == true`")
+		}
+		return nil, fmt.Errorf("the condition must be boolean (true or false); it evaluates to %s", t)
 	}
 	prg, err := e.Program(ast, cel.EvalOptions(cel.OptOptimize), cel.CostLimit(costLimit), cel.InterruptCheckFrequency(100))
 	if err != nil {
