@@ -67,10 +67,10 @@ type Writer struct {
 }
 
 type pending struct {
-	ev       store.AuditEvent
-	queued   time.Time
-	done     chan error // nil when nobody waits
-	droppable bool      // a start or refusal: may be failed fast while the store is down
+	ev        store.AuditEvent
+	queued    time.Time
+	done      chan error // nil when nobody waits
+	droppable bool       // a start or refusal: may be failed fast while the store is down
 }
 
 // NewWriter reads the node's chain head and starts the writer.

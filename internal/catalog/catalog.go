@@ -38,13 +38,13 @@ type Snapshot struct {
 	Version int64
 	Built   time.Time
 
-	proxies     map[string]*Proxy
-	agents      map[string]*Agent
-	tokens      map[string]*Token // by hash
-	tokenIDs    map[string]*Token
-	admins      map[string]*Admin // by hash
-	secrets     map[string]*Secret
-	proxyNames  []string
+	proxies    map[string]*Proxy
+	agents     map[string]*Agent
+	tokens     map[string]*Token // by hash
+	tokenIDs   map[string]*Token
+	admins     map[string]*Admin // by hash
+	secrets    map[string]*Secret
+	proxyNames []string
 }
 
 // Proxy is a compiled proxy.

@@ -23,16 +23,16 @@ func NewTransport(g *netguard.Guard, connect, responseHeader time.Duration) *htt
 		d.Control = g.Control
 	}
 	return &http.Transport{
-		Proxy:                 nil, // never through an environment HTTP(S)_PROXY: credentials go to the upstream only
-		DialContext:           d.DialContext,
-		ForceAttemptHTTP2:     true,
-		MaxIdleConns:          1024,
-		MaxIdleConnsPerHost:   256,
-		IdleConnTimeout:       90 * time.Second,
-		TLSHandshakeTimeout:   connect,
-		ResponseHeaderTimeout: responseHeader,
-		ExpectContinueTimeout: time.Second,
+		Proxy:                  nil, // never through an environment HTTP(S)_PROXY: credentials go to the upstream only
+		DialContext:            d.DialContext,
+		ForceAttemptHTTP2:      true,
+		MaxIdleConns:           1024,
+		MaxIdleConnsPerHost:    256,
+		IdleConnTimeout:        90 * time.Second,
+		TLSHandshakeTimeout:    connect,
+		ResponseHeaderTimeout:  responseHeader,
+		ExpectContinueTimeout:  time.Second,
 		MaxResponseHeaderBytes: 256 << 10,
-		TLSClientConfig:       &tls.Config{MinVersion: tls.VersionTLS12},
+		TLSClientConfig:        &tls.Config{MinVersion: tls.VersionTLS12},
 	}
 }

@@ -23,37 +23,37 @@ import (
 
 // blocked are the ranges an upstream may not resolve to (unless allowed).
 var blocked = mustPrefixes(
-	"0.0.0.0/8",          // "this network", unspecified (RFC 791)
-	"10.0.0.0/8",         // private (RFC 1918)
-	"100.64.0.0/10",      // CGNAT (RFC 6598)
-	"127.0.0.0/8",        // loopback
-	"169.254.0.0/16",     // link-local, cloud metadata 169.254.169.254
-	"172.16.0.0/12",      // private
-	"192.0.0.0/24",       // IETF protocol assignments (RFC 6890)
-	"192.0.2.0/24",       // TEST-NET-1
-	"192.88.99.0/24",     // 6to4 relay anycast (deprecated)
-	"192.168.0.0/16",     // private
-	"198.18.0.0/15",      // benchmarking
-	"198.51.100.0/24",    // TEST-NET-2
-	"203.0.113.0/24",     // TEST-NET-3
-	"224.0.0.0/4",        // multicast
-	"240.0.0.0/4",        // reserved, broadcast
-	"::/128",             // unspecified
-	"::1/128",            // loopback
-	"::/96",              // IPv4-compatible (deprecated)
-	"100::/64",           // discard-only
-	"2001::/32",          // Teredo: embeds an obfuscated IPv4 address
-	"2001:db8::/32",      // documentation
-	"fc00::/7",           // unique local, incl. AWS metadata fd00:ec2::254
-	"fe80::/10",          // link-local
-	"fec0::/10",          // site-local (deprecated)
-	"ff00::/8",           // multicast
+	"0.0.0.0/8",       // "this network", unspecified (RFC 791)
+	"10.0.0.0/8",      // private (RFC 1918)
+	"100.64.0.0/10",   // CGNAT (RFC 6598)
+	"127.0.0.0/8",     // loopback
+	"169.254.0.0/16",  // link-local, cloud metadata 169.254.169.254
+	"172.16.0.0/12",   // private
+	"192.0.0.0/24",    // IETF protocol assignments (RFC 6890)
+	"192.0.2.0/24",    // TEST-NET-1
+	"192.88.99.0/24",  // 6to4 relay anycast (deprecated)
+	"192.168.0.0/16",  // private
+	"198.18.0.0/15",   // benchmarking
+	"198.51.100.0/24", // TEST-NET-2
+	"203.0.113.0/24",  // TEST-NET-3
+	"224.0.0.0/4",     // multicast
+	"240.0.0.0/4",     // reserved, broadcast
+	"::/128",          // unspecified
+	"::1/128",         // loopback
+	"::/96",           // IPv4-compatible (deprecated)
+	"100::/64",        // discard-only
+	"2001::/32",       // Teredo: embeds an obfuscated IPv4 address
+	"2001:db8::/32",   // documentation
+	"fc00::/7",        // unique local, incl. AWS metadata fd00:ec2::254
+	"fe80::/10",       // link-local
+	"fec0::/10",       // site-local (deprecated)
+	"ff00::/8",        // multicast
 )
 
 var (
-	nat64   = netip.MustParsePrefix("64:ff9b::/96")   // RFC 6052: IPv4 in the low 32 bits
-	nat64l  = netip.MustParsePrefix("64:ff9b:1::/48") // RFC 8215 local-use NAT64
-	sixto4  = netip.MustParsePrefix("2002::/16")      // RFC 3056: IPv4 in bits 16–48
+	nat64  = netip.MustParsePrefix("64:ff9b::/96")   // RFC 6052: IPv4 in the low 32 bits
+	nat64l = netip.MustParsePrefix("64:ff9b:1::/48") // RFC 8215 local-use NAT64
+	sixto4 = netip.MustParsePrefix("2002::/16")      // RFC 3056: IPv4 in bits 16–48
 )
 
 func mustPrefixes(ss ...string) []netip.Prefix {

@@ -73,9 +73,9 @@ type slidingLog struct {
 	count  int
 	window int64
 	// approximate mode
-	curStart int64
+	curStart  int64
 	cur, prev int
-	last     int64
+	last      int64
 }
 
 // Allow implements Limiter.

@@ -397,9 +397,13 @@ func getSecret(ctx context.Context, q queryer, name string) (store.Secret, error
 }
 
 // ListSecrets implements store.Config.
-func (s *Store) ListSecrets(ctx context.Context) ([]store.Secret, error) { return listSecrets(ctx, s.r) }
+func (s *Store) ListSecrets(ctx context.Context) ([]store.Secret, error) {
+	return listSecrets(ctx, s.r)
+}
 
-func listSecrets(ctx context.Context, q queryer) ([]store.Secret, error) { return querySecrets(ctx, q, "") }
+func listSecrets(ctx context.Context, q queryer) ([]store.Secret, error) {
+	return querySecrets(ctx, q, "")
+}
 
 func querySecrets(ctx context.Context, q queryer, where string, args ...any) ([]store.Secret, error) {
 	rows, err := q.QueryContext(ctx, `SELECT s.name, s.version, s.kind, s.fields, s.created_at, s.rotated_at,
@@ -594,7 +598,9 @@ func (s *Store) GetAgent(ctx context.Context, name string) (store.Agent, error) 
 // ListAgents implements store.Config.
 func (s *Store) ListAgents(ctx context.Context) ([]store.Agent, error) { return listAgents(ctx, s.r) }
 
-func listAgents(ctx context.Context, q queryer) ([]store.Agent, error) { return queryAgents(ctx, q, "") }
+func listAgents(ctx context.Context, q queryer) ([]store.Agent, error) {
+	return queryAgents(ctx, q, "")
+}
 
 func queryAgents(ctx context.Context, q queryer, where string, args ...any) ([]store.Agent, error) {
 	rows, err := q.QueryContext(ctx, `SELECT name, labels, created_at FROM agents `+where+` ORDER BY name`, args...)
