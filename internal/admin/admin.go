@@ -167,6 +167,17 @@ func (a *API) wrap(h handler, change bool, action string) http.Handler {
 		w.Header().Set("X-Keyhole-Request-Id", c.rid)
 		w.Header().Set("Cache-Control", "no-store")
 		err := a.authorize(c, change)
+		begun := false
+		if err == nil && change {
+			// A change is recorded before it is made (fail closed, as for
+			// agents' requests): no record, no change.
+			if berr := a.Audit.Begin(r.Context(), a.start(c)); berr != nil {
+				a.Logger.Warn("admin change refused: its audit record cannot be committed", "request_id", c.rid, "err", berr)
+				err = &apiError{http.StatusServiceUnavailable, "audit_unavailable", "the audit log cannot record this change right now, so it was not made; retry shortly"}
+			} else {
+				begun = true
+			}
+		}
 		if err == nil {
 			err = h(c)
 		}
@@ -179,10 +190,59 @@ func (a *API) wrap(h handler, change bool, action string) http.Handler {
 			c.status = ae.status
 			writeErr(w, ae.status, ae.code, ae.message, c.rid)
 		}
-		if change || c.status == http.StatusUnauthorized || c.status == http.StatusForbidden {
-			a.record(c)
+		switch {
+		case begun:
+			a.finish(c)
+		case c.status == http.StatusUnauthorized || c.status == http.StatusForbidden:
+			a.refused(c)
 		}
 	})
+}
+
+// start is the audit start of an admin call.
+func (a *API) start(c *call) *audit.Start {
+	s := &audit.Start{ID: c.rid, Time: c.start, Node: a.Node, Proxy: audit.AdminProxy, Method: c.r.Method,
+		Path: c.r.URL.Path, Decision: audit.Allow, Reason: c.action}
+	if c.who != nil {
+		s.Agent, s.TokenID = c.who.Name, c.who.ID
+	}
+	s.RequestHeaders = (*audit.Redactor)(nil).Headers(c.r.Header)
+	return s
+}
+
+func (c *call) end() *audit.End {
+	if c.status == 0 {
+		c.status = http.StatusOK
+	}
+	e := &audit.End{Status: c.status, Decision: audit.Allow, Reason: c.action,
+		LatencyMS: float64(time.Since(c.start).Microseconds()) / 1000}
+	if c.status >= 400 {
+		e.Decision = audit.Error
+	}
+	return e
+}
+
+// finish completes the record of an admin change.
+func (a *API) finish(c *call) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(c.r.Context()), 10*time.Second)
+	defer cancel()
+	if err := a.Audit.Finish(ctx, c.rid, c.end()); err != nil {
+		a.Logger.Warn("the end of an admin change's audit record is not committed yet (it is retried)", "request_id", c.rid, "err", err)
+	}
+}
+
+// refused records a refused admin call (401, 403).
+func (a *API) refused(c *call) {
+	s := a.start(c)
+	s.Decision, s.Reason = audit.Deny, "forbidden"
+	if c.status == http.StatusUnauthorized {
+		s.Reason = "unauthenticated"
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(c.r.Context()), 10*time.Second)
+	defer cancel()
+	if err := a.Audit.Record(ctx, s, c.end()); err != nil {
+		a.Logger.Error("a refused admin call could not be recorded in the audit log", "request_id", c.rid, "err", err)
+	}
 }
 
 func newID() string {
@@ -211,33 +271,6 @@ func (a *API) authorize(c *call, change bool) error {
 		return errForbidden
 	}
 	return nil
-}
-
-// record writes an admin change (or a refused attempt) to the audit log.
-func (a *API) record(c *call) {
-	if c.status == 0 {
-		c.status = http.StatusOK
-	}
-	s := audit.Start{ID: c.rid, Time: c.start, Node: a.Node, Proxy: audit.AdminProxy, Method: c.r.Method,
-		Path: c.r.URL.Path, Decision: audit.Allow, Reason: c.action}
-	if c.who != nil {
-		s.Agent, s.TokenID = c.who.Name, c.who.ID
-	}
-	switch {
-	case c.status == http.StatusUnauthorized:
-		s.Decision, s.Reason = audit.Deny, "unauthenticated"
-	case c.status == http.StatusForbidden:
-		s.Decision, s.Reason = audit.Deny, "forbidden"
-	case c.status >= 400:
-		s.Decision = audit.Error
-	}
-	s.RequestHeaders = (*audit.Redactor)(nil).Headers(c.r.Header)
-	e := audit.End{Status: c.status, LatencyMS: float64(time.Since(c.start).Microseconds()) / 1000}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(c.r.Context()), 10*time.Second)
-	defer cancel()
-	if err := a.Audit.Record(ctx, &s, &e); err != nil {
-		a.Logger.Error("an admin change could not be recorded in the audit log", "request_id", c.rid, "action", c.action, "err", err)
-	}
 }
 
 func writeErr(w http.ResponseWriter, status int, code, message, rid string) {

@@ -60,9 +60,9 @@ func (a *API) createSecret(c *call) error {
 	if err != nil {
 		return err
 	}
-	now := time.Now().UTC()
-	sec := store.Secret{Name: req.Name, Version: 1, Kind: kind, Fields: fields, CreatedAt: now}
-	if err := a.Store.CreateSecret(c.r.Context(), sec, store.SecretVersion{Name: req.Name, Version: 1, Ciphertext: ct, CreatedAt: now}); err != nil {
+	at := now()
+	sec := store.Secret{Name: req.Name, Version: 1, Kind: kind, Fields: fields, CreatedAt: at}
+	if err := a.Store.CreateSecret(c.r.Context(), sec, store.SecretVersion{Name: req.Name, Version: 1, Ciphertext: ct, CreatedAt: at}); err != nil {
 		if errors.Is(err, store.ErrConflict) {
 			return conflict("secret %s already exists; rotate it with PUT /api/v1/secrets/%s", req.Name, req.Name)
 		}
@@ -71,7 +71,7 @@ func (a *API) createSecret(c *call) error {
 	if err := a.reload(c.r.Context()); err != nil {
 		return err
 	}
-	return c.json(http.StatusCreated, map[string]any{"name": sec.Name, "version": 1, "kind": kind, "fields": nonNil(fields), "created_at": fmtTime(now)})
+	return c.json(http.StatusCreated, map[string]any{"name": sec.Name, "version": 1, "kind": kind, "fields": nonNil(fields), "created_at": fmtTime(at)})
 }
 
 func (a *API) keyring(c *call) (*vault.Keyring, error) {
@@ -126,7 +126,7 @@ func (a *API) rotateSecret(c *call) error {
 	if err := a.checkRotation(name, kind, fields); err != nil {
 		return err
 	}
-	s, err := a.Store.RotateSecret(c.r.Context(), name, time.Now().UTC(), func(v int) ([]byte, string, []string, error) {
+	s, err := a.Store.RotateSecret(c.r.Context(), name, now(), func(v int) ([]byte, string, []string, error) {
 		ct, err := kr.Seal(vault.SecretAAD(name, v), pt)
 		return ct, kind, fields, err
 	})
@@ -145,6 +145,9 @@ func (a *API) checkRotation(name, kind string, fields []string) error {
 		p := snap.Proxy(pn)
 		if p == nil || p.Spec.Auth.Secret != name {
 			continue
+		}
+		if p.Spec.Auth.Type == "bearer" && kind != "string" && !slices.Contains(fields, "token") {
+			return badRequest("proxy %s sends this secret as a bearer token: the new value must be a string (or an object with a \"token\" field)", pn)
 		}
 		need := neededFields(p.Spec.Auth)
 		for _, f := range need {
@@ -180,7 +183,7 @@ func neededFields(a spec.Auth) []string {
 	case "oauth2_client_credentials":
 		out = []string{"client_id", "client_secret"}
 	case "oauth2_refresh_token":
-		out = []string{"client_id", "refresh_token"}
+		out = []string{"client_id", "client_secret", "refresh_token"}
 	case "aws_sigv4":
 		out = []string{"access_key_id", "secret_access_key"}
 	}
@@ -238,8 +241,8 @@ func (a *API) validateProxy(c *call, ps spec.Proxy) (store.Proxy, error) {
 	if err != nil {
 		return store.Proxy{}, err
 	}
-	now := time.Now().UTC()
-	sp := store.Proxy{Name: ps.Name, Secret: ps.Auth.Secret, Spec: js, CreatedAt: now, UpdatedAt: now}
+	at := now()
+	sp := store.Proxy{Name: ps.Name, Secret: ps.Auth.Secret, Spec: js, CreatedAt: at, UpdatedAt: at}
 	if p := a.Catalog.CompileProxy(sp); p.Err != nil {
 		return store.Proxy{}, badRequest("%v", p.Err)
 	}
@@ -364,7 +367,7 @@ func (a *API) deleteProxy(c *call) error {
 
 // changeRules adds or removes a rule in one store transaction.
 func (a *API) changeRules(c *call, name string, change func(ps *spec.Proxy) error) error {
-	_, err := a.Store.UpdateProxy(c.r.Context(), name, time.Now().UTC(), func(p *store.Proxy) error {
+	_, err := a.Store.UpdateProxy(c.r.Context(), name, now(), func(p *store.Proxy) error {
 		var ps spec.Proxy
 		if err := json.Unmarshal(p.Spec, &ps); err != nil {
 			return err
@@ -458,7 +461,7 @@ func (a *API) createAgent(c *call) error {
 			return badRequest("label keys are 1–63 characters and values at most 256")
 		}
 	}
-	ag := store.Agent{Name: req.Name, Labels: req.Labels, CreatedAt: time.Now().UTC()}
+	ag := store.Agent{Name: req.Name, Labels: req.Labels, CreatedAt: now()}
 	if ag.Labels == nil {
 		ag.Labels = map[string]string{}
 	}
@@ -493,7 +496,7 @@ func (a *API) getAgent(c *call) error {
 
 func (a *API) deleteAgent(c *call) error {
 	name := c.r.PathValue("name")
-	if err := a.Store.DeleteAgent(c.r.Context(), name, time.Now().UTC()); err != nil {
+	if err := a.Store.DeleteAgent(c.r.Context(), name, now()); err != nil {
 		return storeErr(err, "agent "+name)
 	}
 	if err := a.reload(c.r.Context()); err != nil {
@@ -520,7 +523,7 @@ func parseTTL(s string, def time.Duration) (*time.Time, error) {
 	if d == 0 {
 		return nil, nil
 	}
-	e := time.Now().UTC().Add(d)
+	e := now().Add(d)
 	return &e, nil
 }
 
@@ -565,7 +568,7 @@ func (a *API) issueToken(c *call) error {
 		return err
 	}
 	t := store.Token{ID: token.NewID("tok_"), Hash: token.Hash(raw), Agent: agent, Name: req.Name, Proxies: proxies,
-		CreatedAt: time.Now().UTC(), ExpiresAt: exp}
+		CreatedAt: now(), ExpiresAt: exp}
 	if err := a.Store.CreateToken(c.r.Context(), t); err != nil {
 		if errors.Is(err, store.ErrMissingRef) {
 			return notFound("agent " + agent)
@@ -621,7 +624,7 @@ func (a *API) listTokens(c *call) error {
 
 func (a *API) revokeToken(c *call) error {
 	id := c.r.PathValue("id")
-	n, err := a.Store.RevokeToken(c.r.Context(), id, time.Now().UTC())
+	n, err := a.Store.RevokeToken(c.r.Context(), id, now())
 	if err != nil {
 		return storeErr(err, "token "+id)
 	}
@@ -659,7 +662,7 @@ func (a *API) issueAdminToken(c *call) error {
 		return err
 	}
 	t := store.AdminToken{ID: token.NewID("adm_"), Hash: token.Hash(raw), Name: req.Name, Role: req.Role,
-		CreatedAt: time.Now().UTC(), ExpiresAt: exp}
+		CreatedAt: now(), ExpiresAt: exp}
 	if err := a.Store.CreateAdminToken(c.r.Context(), t); err != nil {
 		return err
 	}
@@ -685,7 +688,7 @@ func (a *API) listAdminTokens(c *call) error {
 
 func (a *API) revokeAdminToken(c *call) error {
 	id := c.r.PathValue("id")
-	if err := a.Store.RevokeAdminToken(c.r.Context(), id, time.Now().UTC()); err != nil {
+	if err := a.Store.RevokeAdminToken(c.r.Context(), id, now()); err != nil {
 		return storeErr(err, "admin token "+id)
 	}
 	if err := a.reload(c.r.Context()); err != nil {
@@ -693,6 +696,10 @@ func (a *API) revokeAdminToken(c *call) error {
 	}
 	return c.json(http.StatusOK, map[string]any{"id": id, "revoked": true})
 }
+
+// now is the API's clock, at the microsecond precision the store keeps, so
+// a time answered at creation equals the one read back later.
+func now() time.Time { return time.Now().UTC().Truncate(time.Microsecond) }
 
 func nonNil(s []string) []string {
 	if s == nil {

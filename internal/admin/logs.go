@@ -150,6 +150,10 @@ func (a *API) listLogs(c *call) error {
 	if len(rows) > limit {
 		rows = rows[:limit]
 		next = encodeCursor(rows[len(rows)-1].Index.ID)
+	} else if q.Ascending && len(rows) > 0 {
+		// Oldest first is how a follower reads: it always gets a cursor
+		// to continue from, also on the last page.
+		next = encodeCursor(rows[len(rows)-1].Index.ID)
 	}
 	out := make([]any, 0, len(rows))
 	for _, row := range rows {

@@ -251,7 +251,7 @@ func Merge(row store.LogRow) map[string]any {
 	// index-only row (no events read) still shows its metadata.
 	if len(row.Events) == 0 {
 		x := row.Index
-		rec["id"], rec["time"], rec["node"], rec["proxy"], rec["agent"] = x.ID, x.Time.Format(TimeFormat), x.Node, x.Proxy, x.Agent
+		rec["id"], rec["time"], rec["node"], rec["proxy"], rec["agent"] = x.ID, x.Time.UTC().Format(TimeFormat), x.Node, x.Proxy, x.Agent
 		rec["token_id"], rec["method"], rec["path"], rec["decision"], rec["reason"] = x.TokenID, x.Method, x.Path, x.Decision, x.Reason
 		rec["rule"], rec["status"], rec["latency_ms"] = x.Rule, x.Status, x.LatencyMS
 	}

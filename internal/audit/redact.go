@@ -148,11 +148,38 @@ func (r *Redactor) Capture(data []byte, max int64, truncated bool) *Body {
 	}
 	if int64(len(out)) > max {
 		out, truncated = out[:max], true
+	}
+	if truncated {
+		// The body goes on after out: a secret or a token may be cut at
+		// its end, by the limit or by the capture buffer itself (when
+		// redaction shortened what came before, no cut at max happens).
 		if r != nil {
 			out = r.trimPartial(out)
 		}
+		out = trimPartialToken(out)
 	}
 	return &Body{Data: out, Truncated: truncated}
+}
+
+// trimPartialToken drops a tail of b that is the beginning of a keyhole
+// token ("kh_" or "kha_" and base62 characters up to the end). A whole
+// token was redacted already; 39 of its 40 characters would still give it
+// away (the last is a checksum digit).
+func trimPartialToken(b []byte) []byte {
+	i := len(b)
+	for i > 0 && isBase62(b[i-1]) {
+		i--
+	}
+	for _, p := range []string{token.AgentPrefix, token.AdminPrefix} {
+		if bytes.HasSuffix(b[:i], []byte(p)) {
+			return b[:i-len(p)]
+		}
+	}
+	return b
+}
+
+func isBase62(c byte) bool {
+	return '0' <= c && c <= '9' || 'A' <= c && c <= 'Z' || 'a' <= c && c <= 'z'
 }
 
 // trimPartial drops a tail of b that is a proper prefix of a secret value.

@@ -156,8 +156,13 @@ func (w *Writer) Finish(ctx context.Context, id string, e *End) error {
 func (w *Writer) submit(ctx context.Context, ev store.AuditEvent, droppable bool) error {
 	p := &pending{ev: ev, queued: time.Now(), droppable: droppable}
 	wait := !w.opt.Async
+	// The loop sets p.done to nil once it has answered: keep our own copy
+	// of the channel so that we never read the field after handing p over
+	// (a data race, and a nil channel to wait on forever).
+	var done chan error
 	if wait {
-		p.done = make(chan error, 1)
+		done = make(chan error, 1)
+		p.done = done
 	}
 	w.mu.Lock()
 	closed := w.closed
@@ -177,7 +182,7 @@ func (w *Writer) submit(ctx context.Context, ev store.AuditEvent, droppable bool
 		return nil
 	}
 	select {
-	case err := <-p.done:
+	case err := <-done:
 		if err != nil && w.opt.FailOpen {
 			return nil // kept for retry; open mode lets the request proceed
 		}

@@ -154,7 +154,9 @@ func (g *Gateway) refuse(w http.ResponseWriter, r *http.Request, x *exchange, f 
 	if f.rule != "" {
 		x.rec.Rule = f.rule
 	}
-	x.rec.RequestHeaders = x.redactor().Headers(r.Header)
+	if x.rec.RequestHeaders == nil {
+		x.rec.RequestHeaders = x.redactor().Headers(r.Header)
+	}
 	x.rec.Query = x.redactor().Query(x.rec.Query)
 	end := audit.End{Status: f.status, LatencyMS: msSince(x.start)}
 	if err := g.Audit.Record(r.Context(), &x.rec, &end); err != nil {

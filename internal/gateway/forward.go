@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/keyhole-gw/keyhole/internal/audit"
+	"github.com/keyhole-gw/keyhole/internal/httpfront"
 	"github.com/keyhole-gw/keyhole/internal/netguard"
 	"github.com/keyhole-gw/keyhole/internal/rules"
 )
@@ -174,6 +176,13 @@ var errEncoding = errors.New("upstream response encoding keyhole cannot inspect"
 func (g *Gateway) modifyResponse(res *http.Response) error {
 	x := exchangeFrom(res.Request.Context())
 	p := x.proxy
+	if res.StatusCode == http.StatusSwitchingProtocols {
+		// A WebSocket (allow_websocket): ReverseProxy needs the raw
+		// backend connection as the body. Frames are neither captured nor
+		// scrubbed (docs/security-model.md).
+		x.end.ResponseHeaders = p.Redact.Headers(res.Header)
+		return nil
+	}
 	// Keyhole offered only gzip (which the transport decodes): any other
 	// content coding would hide secrets from the scrubber (SPEC §3.6).
 	if ce := res.Header.Get("Content-Encoding"); ce != "" && !strings.EqualFold(ce, "identity") {
@@ -206,7 +215,12 @@ func (g *Gateway) modifyResponse(res *http.Response) error {
 			x.scrub = rc
 		}
 		body = sr
-		// Scrubbing may change the length: stream it chunked.
+	}
+	if res.Request.Method != http.MethodHead && res.StatusCode != http.StatusNoContent && res.StatusCode != http.StatusNotModified {
+		// Every body goes to the agent chunked: scrubbing may change its
+		// length, and the final chunk is written only after the handler
+		// has committed the end of the audit record — so the response
+		// never ends before its record does (SPEC §6), Content-Length or not.
 		res.ContentLength = -1
 		res.Header.Del("Content-Length")
 	}
@@ -273,6 +287,17 @@ func (s *statusWriter) Write(b []byte) (int, error) {
 func (s *statusWriter) Flush() { http.NewResponseController(s.ResponseWriter).Flush() }
 
 func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+
+// Hijack is used by ReverseProxy for a protocol switch (101): the guard
+// listener must then stop reading the connection as HTTP/1.1.
+func (s *statusWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	c, brw, err := http.NewResponseController(s.ResponseWriter).Hijack()
+	if err == nil {
+		s.status = http.StatusSwitchingProtocols
+		httpfront.Passthrough(c)
+	}
+	return c, brw, err
+}
 
 // tap passes a body through and keeps its first max bytes for the audit
 // record, counting the rest.

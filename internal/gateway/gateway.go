@@ -246,7 +246,6 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	// Step 7: the start record, committed before anything is forwarded.
-	x.rec.RequestHeaders = p.Redact.Headers(r.Header)
 	x.rec.Query = p.Redact.Query(x.rawQuery)
 	if err := g.Audit.Begin(r.Context(), &x.rec); err != nil {
 		g.auditFailed(w, r, x, err)
@@ -333,6 +332,9 @@ func (g *Gateway) authenticate(r *http.Request, x *exchange, p *catalog.Proxy) *
 	h := http.Header{"Www-Authenticate": {`Bearer realm="keyhole", error="invalid_token"`}}
 	switch reason {
 	case "":
+		// The record keeps the headers as received (redacted), the
+		// token-carrying ones included; then they are gone for good.
+		x.rec.RequestHeaders = x.redactor().Headers(r.Header)
 		stripToken(r.Header, raw)
 		return nil
 	case catalog.ReasonExpired:
@@ -344,11 +346,13 @@ func (g *Gateway) authenticate(r *http.Request, x *exchange, p *catalog.Proxy) *
 }
 
 // stripToken removes every header that carries the token (SPEC §3.2): not
-// only the three locations, but any header whose value holds it.
+// only the three locations, but any header whose value holds it — or holds
+// any other keyhole token (a second agent token in agent_token_header, an
+// admin token pasted into a header): none of them may reach an upstream.
 func stripToken(h http.Header, tok string) {
 	for k, vs := range h {
 		for _, v := range vs {
-			if strings.Contains(v, tok) {
+			if strings.Contains(v, tok) || strings.Contains(v, "kh") && token.FindAll([]byte(v)) != nil {
 				delete(h, k)
 				break
 			}
@@ -377,6 +381,14 @@ func (g *Gateway) checkRequest(r *http.Request, x *exchange) *refusal {
 	x.rec.Path = clipTarget(dec)
 	if f := checkQuery(x.rawQuery, p.InjectedParams); f != nil {
 		return f
+	}
+	// A keyhole token in the target would travel to the upstream (and
+	// into logs): it belongs in a header, which keyhole strips.
+	if strings.Contains(x.rawPath, "kh") || strings.Contains(x.rawQuery, "kh") {
+		if token.FindAll([]byte(dec)) != nil || token.FindAll([]byte(x.rawQuery)) != nil {
+			return &refusal{status: http.StatusBadRequest, reason: "token_in_url",
+				message: "a keyhole token is in the URL; send it in the Authorization header instead (keyhole never forwards it)"}
+		}
 	}
 	if r.Header.Get("Upgrade") != "" && !p.Spec.AllowWebsocket {
 		return &refusal{status: http.StatusBadRequest, reason: "upgrade_refused",

@@ -44,16 +44,23 @@ func (f *fakeConn) Read(p []byte) (int, error) {
 	return n, nil
 }
 
-// runGuard pushes data through a guard with the given options, reading with
-// buffer sizes from seed, and returns what it released and its trace.
-func runGuard(data []byte, seed uint64, opts Options) (*Listener, []byte, []event) {
-	l := newListener(nil, opts)
+// fuzzListener is shared by the executions of one fuzz worker (they run one
+// at a time), so that each does not pay for a new nonce.
+var (
+	fuzzListener = newListener(nil, fuzzOptions)
+	fuzzBuf      = make([]byte, 8192)
+)
+
+// guard pushes data through a guard of l, reading with buffer sizes from
+// seed, and returns what it released and its trace.
+func guard(l *Listener, data []byte, seed uint64) ([]byte, []event) {
 	var evs []event
 	l.trace = func(_ *conn, ev event) { evs = append(evs, ev) }
+	defer func() { l.trace = nil }()
 	c := newConn(&fakeConn{data: data, rng: seed | 1}, l)
 	sizes := &fakeConn{rng: seed*31 + 7}
-	var out []byte
-	buf := make([]byte, 8192)
+	out := make([]byte, 0, len(data)+512)
+	buf := fuzzBuf
 	for range 1 << 20 {
 		n, err := c.Read(buf[:sizes.next(len(buf))])
 		out = append(out, buf[:n]...)
@@ -61,7 +68,7 @@ func runGuard(data []byte, seed uint64, opts Options) (*Listener, []byte, []even
 			break
 		}
 	}
-	return l, out, evs
+	return out, evs
 }
 
 // FuzzFraming is the differential test of the guard against net/http: the
@@ -93,7 +100,8 @@ func FuzzFraming(f *testing.F) {
 var fuzzOptions = Options{MaxHeaderBytes: 1024, MaxDiscard: 512}
 
 func checkFraming(t *testing.T, data []byte, seed uint64) {
-	l, out, evs := runGuard(data, seed, fuzzOptions)
+	l := fuzzListener
+	out, evs := guard(l, data, seed)
 
 	// What was released is the input, up to the synthetic request if
 	// there was a refusal.
@@ -231,6 +239,45 @@ func fuzzSeeds() []string {
 		"POST /a HTTP/1.1\r\nContent-Length: 9223372036854775808\r\n\r\nhello",
 		"POST /a HTTP/1.1\r\nContent-Length: \r\n\r\nhello",
 	)
+	// Chunked framing edges, each followed by a request that must not be
+	// mistaken for body or trailer.
+	const next = "GET /next HTTP/1.1\r\nHost: x\r\n\r\n"
+	for _, body := range []string{
+		"5;a\nhello\r\n0\r\n\r\n",               // bare LF ends a chunk-ext line
+		"5;a\rb\r\nhello\r\n0\r\n\r\n",          // CR inside chunk-ext
+		"5\r\r\nhello\r\n0\r\n\r\n",             // CR CR LF
+		"5\r\nhello\n0\r\n\r\n",                 // LF alone after chunk-data
+		"5\r\nhello\r\n0\r\nX: y\r\n\n",         // trailer ends with bare LF
+		"5\r\nhello\r\n0\r\nX: y\n\r\n",         // trailer line ends with bare LF
+		"5\r\nhello\r\n0\r\nX: a\r\n b\r\n\r\n", // obs-fold in trailer
+		"5\r\nhello\r\n0\r\nX : a\r\n\r\n",      // space before colon in trailer
+		"5\r\nhello\r\n0\r\n:a\r\n\r\n",         // empty trailer name
+		"5\r\nhello\r\n0\r\n\r\n\r\n",           // CRLF after the body (POST skip)
+		"0\r\n\r\n",
+		"0;x=\"a;b\"\r\n\r\n",
+		"fffffffffffffffF\r\nab",
+		"8000000000000000\r\nab",
+		"5\r\nhel",
+	} {
+		s = append(s, "POST /c HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"+body+next)
+	}
+	// Header edges.
+	for _, hdr := range []string{
+		"Transfer-Encoding:  chunked \t\r\n",
+		"Transfer-Encoding: chunked\r\nContent-Length: 0\r\n",
+		"Content-Length: 5 \r\n",
+		"Content-Length:\t5\r\nContent-Length: 5\r\n",
+		"Content-Length: 5\r\nContent-Length: 05\r\n",
+		"Content-Length: 5,\r\n",
+		"Content-Length: 5\r\n\tTransfer-Encoding: chunked\r\n",
+		"Expect: 100-continue\r\nContent-Length: 5\r\n",
+		"Trailer: Content-Length\r\nTransfer-Encoding: chunked\r\n",
+		"Host: y\r\nContent-Length: 5\r\n",
+		"X: \x80\xff\r\nContent-Length: 5\r\n",
+	} {
+		s = append(s, "POST /h HTTP/1.1\r\nHost: x\r\n"+hdr+"\r\nhello"+next)
+		s = append(s, "post /h HTTP/1.0\r\n"+hdr+"\r\n5\r\nhello\r\n0\r\n\r\n\r\n"+next)
+	}
 	return s
 }
 

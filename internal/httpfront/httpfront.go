@@ -14,16 +14,32 @@
 // The guard never writes to the connection: with keep-alive and pipelining,
 // net/http may be writing the previous response at that very moment. Instead
 // it hands net/http, in place of the refused block, a synthetic request
-// (GET /-/framing-error) marked with a per-listener secret, and then ends the
-// connection's input. The gateway's handler recognises that request with
-// [Listener.Rejection] and answers with its own error, so every refusal is
-// answered in order, in the gateway's format, and audited like any other.
+// (GET /-/framing-error, with Connection: close) marked with a per-listener
+// secret, and gives net/http nothing after it. The gateway's handler
+// recognises that request with [Listener.Rejection] and answers with its own
+// error, so every refusal is answered in order, in the gateway's format, and
+// audited like any other.
 //
 // Bytes that pass are released to net/http unchanged and as they arrive: a
 // header block once it has been parsed completely, then its body exactly as
 // far as the framing that the guard determined (and that net/http will
 // determine too), then the next header block. Body bytes are never held back
 // waiting for more, so streaming uploads keep streaming.
+//
+// Deployment notes:
+//
+//   - The guard reads plaintext HTTP/1.1. Terminate TLS before it; a
+//     tls.Listener wrapped inside it works, but net/http then sees a plain
+//     connection (Request.TLS is nil, no HTTP/2 by ALPN).
+//   - After a protocol switch (Hijack after 101), call [Passthrough] on the
+//     hijacked connection, or the new protocol's bytes are refused as HTTP.
+//   - net/http's ReadHeaderTimeout starts when net/http sees the first byte of
+//     a request, and the guard hands it nothing until the header block is
+//     complete. The first request of a connection is still covered (net/http
+//     sets that deadline at accept), but between keep-alive requests the time
+//     a client may take to send a header block is bounded by the server's
+//     IdleTimeout (or ReadTimeout) instead. Keep IdleTimeout set.
+//   - Set http.Server.MaxHeaderBytes to at least Options.MaxHeaderBytes.
 package httpfront
 
 import (
@@ -186,6 +202,10 @@ func (l *Listener) Accept() (net.Conn, error) {
 //
 // It is true only when r carries X-Keyhole-Guard equal to the listener's
 // secret, so a client that sends these headers itself gets false.
+//
+// The synthetic request's context is not canceled while the client waits for
+// the answer (the guard keeps reading and dropping the client's input rather
+// than reporting EOF), so it can be used to audit the refusal.
 func (l *Listener) Rejection(r *http.Request) (Rejection, bool) {
 	v := r.Header[hdrGuard]
 	if len(v) != 1 || len(v[0]) != len(l.nonce) ||

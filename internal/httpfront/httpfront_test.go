@@ -181,6 +181,32 @@ func TestHostileFraming(t *testing.T) {
 	}
 }
 
+// TestRejectionContextAlive: the synthetic request's context is not canceled
+// while the client waits for the answer, so the gateway can still audit the
+// refusal with it. (Reporting EOF right after the synthetic request would
+// make net/http's background read cancel it.)
+func TestRejectionContextAlive(t *testing.T) {
+	ctxErr := make(chan error, 1)
+	ts := startServer(t, Options{}, func(ts *testServer, w http.ResponseWriter, r *http.Request) {
+		if _, ok := ts.l.Rejection(r); ok {
+			time.Sleep(100 * time.Millisecond)
+			ctxErr <- r.Context().Err()
+		}
+		w.Header().Set("Connection", "close")
+		w.WriteHeader(400)
+	})
+	c := dial(t, ts.addr)
+	io.WriteString(c, hostileCases[0].req)
+	if err := <-ctxErr; err != nil {
+		t.Fatalf("the rejection's context was canceled: %v", err)
+	}
+	br := bufio.NewReader(c)
+	if resp, _ := readResponse(t, br); resp.StatusCode != 400 {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	expectClosed(t, c, br)
+}
+
 // TestOversizedHeaders sends an 80 KiB header block (limit 64 KiB) while
 // reading concurrently: the guard must read the whole block before the
 // refusal goes out, so that the client gets its 431 rather than a reset.
@@ -527,6 +553,35 @@ func TestH2CPriorKnowledge(t *testing.T) {
 	resp.Body.Close()
 	if string(body) != "HTTP/2.0 /h2" {
 		t.Fatalf("body = %q, want HTTP/2.0 /h2", body)
+	}
+}
+
+// TestH2CEnabledStillGuards: with unencrypted HTTP/2 enabled, net/http first
+// peeks at 14 bytes to look for the preface; HTTP/1.1 is still guarded.
+func TestH2CEnabledStillGuards(t *testing.T) {
+	inner, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := &testServer{l: NewListener(inner, Options{}).(*Listener), addr: inner.Addr().String()}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { defaultHandler(ts, w, r) })}
+	srv.Protocols = new(http.Protocols)
+	srv.Protocols.SetHTTP1(true)
+	srv.Protocols.SetUnencryptedHTTP2(true)
+	go srv.Serve(ts.l)
+	defer srv.Close()
+	for _, tc := range []struct {
+		req  string
+		want int
+	}{
+		{"GET /ok HTTP/1.1\r\nHost: x\r\n\r\n", 200},
+		{hostileCases[0].req, 400},
+	} {
+		c := dial(t, ts.addr)
+		io.WriteString(c, tc.req)
+		if resp, body := readResponse(t, bufio.NewReader(c)); resp.StatusCode != tc.want {
+			t.Errorf("%q: %d %q, want %d", tc.req[:10], resp.StatusCode, body, tc.want)
+		}
 	}
 }
 

@@ -85,6 +85,9 @@ func (l *Limits) Allow(key string, n int, window time.Duration, now time.Time) (
 	}
 	ts := now.UnixNano()
 	l.mu.Lock()
+	if l.m == nil {
+		l.m = map[string]*slidingLog{} // a zero Limits is ready to use
+	}
 	s := l.m[key]
 	if s == nil {
 		s = &slidingLog{window: int64(window)}

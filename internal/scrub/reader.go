@@ -145,6 +145,11 @@ func (r *Reader) scan(data []byte, final bool) {
 	if ms < 0 {
 		r.pend = data[:hold]
 	} else {
+		if r.out == nil {
+			// Room for the chunk and some growth (a replacement may be
+			// longer than the secret), so that append rarely regrows.
+			r.out = make([]byte, 0, len(r.buf)+len(r.buf)/4)
+		}
 		out := r.out[:0]
 		pos, count := 0, 0
 		for ms >= 0 {

@@ -285,7 +285,7 @@ func TestReaderSSE(t *testing.T) {
 	p := make([]byte, readSize)
 	n, err := r.Read(p)
 	if err != nil || string(p[:n]) != "data: one\n\ndata: key=" {
-		t.Fatalf("first Read = %q, %v; want the first event and the text before the secret", p[:n], err)
+		t.Fatalf("first Read = %s, %v; want the first event and the text before the secret", show(p[:n], bs(secret)), err)
 	}
 	if src.sentSecond.Load() {
 		t.Fatal("first Read waited for the second chunk")
@@ -333,7 +333,7 @@ func TestReaderErrorKeepsTail(t *testing.T) {
 	p := make([]byte, 64)
 	n, err := r.Read(p)
 	if err != nil || string(p[:n]) != "data: x " {
-		t.Fatalf("Read = %q, %v; want the text before the partial secret", p[:n], err)
+		t.Fatalf("Read = %s, %v; want the text before the partial secret", show(p[:n], bs(secret)), err)
 	}
 	if n, err = r.Read(p); n != 0 || err != boom {
 		t.Fatalf("Read = %d, %v; want 0, %v", n, err, boom)
@@ -341,7 +341,7 @@ func TestReaderErrorKeepsTail(t *testing.T) {
 	// Reading on after the error continues the stream where it stopped.
 	rest, err := io.ReadAll(r)
 	if err != nil || string(rest) != "[REDACTED] end" {
-		t.Fatalf("ReadAll = %q, %v", rest, err)
+		t.Fatalf("ReadAll = %s, %v", show(rest, bs(secret)), err)
 	}
 }
 

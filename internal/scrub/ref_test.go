@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"strings"
+	"testing"
 )
 
 // refStream is the specification written as plainly as possible: from the
@@ -46,11 +47,32 @@ func refReplace(in []byte, secrets [][]byte, repl []byte) []byte {
 }
 
 // show formats b for a failure message without printing any secret beyond a
-// short prefix: whole secrets become ‹abc…›, and long output is cut.
+// short prefix: each run of 4 or more bytes that begins a secret (the whole
+// secret or a part cut by a stream) becomes ‹abc… n/len›, and long output is
+// cut.
 func show(b []byte, secrets [][]byte) string {
-	masked := refReplaceFunc(b, secrets, func(s []byte) string {
-		return "‹" + prefix(s) + "›"
-	})
+	var sb strings.Builder
+	for pos := 0; pos < len(b); {
+		best := 0
+		var which []byte
+		for _, s := range secrets {
+			k := 0
+			for k < len(s) && pos+k < len(b) && b[pos+k] == s[k] {
+				k++
+			}
+			if k > best {
+				best, which = k, s
+			}
+		}
+		if best >= 4 {
+			fmt.Fprintf(&sb, "‹%s %d/%d›", prefix(which), best, len(which))
+			pos += best
+			continue
+		}
+		sb.WriteByte(b[pos])
+		pos++
+	}
+	masked := sb.String()
 	const max = 160
 	if len(masked) > max {
 		masked = masked[:max] + fmt.Sprintf("…(%d bytes)", len(b))
@@ -60,30 +82,7 @@ func show(b []byte, secrets [][]byte) string {
 
 // prefix returns the first few bytes of a secret, enough to tell which one.
 func prefix(s []byte) string {
-	if len(s) <= 3 {
-		return string(s) + "…"
-	}
-	return string(s[:3]) + "…"
-}
-
-func refReplaceFunc(in []byte, secrets [][]byte, f func([]byte) string) string {
-	var sb strings.Builder
-	for pos := 0; pos < len(in); {
-		var best []byte
-		for _, s := range secrets {
-			if len(s) > len(best) && bytes.HasPrefix(in[pos:], s) {
-				best = s
-			}
-		}
-		if best != nil {
-			sb.WriteString(f(best))
-			pos += len(best)
-			continue
-		}
-		sb.WriteByte(in[pos])
-		pos++
-	}
-	return sb.String()
+	return string(s[:min(3, len(s))]) + "…"
 }
 
 func bs(ss ...string) [][]byte {
@@ -92,4 +91,16 @@ func bs(ss ...string) [][]byte {
 		out[i] = []byte(s)
 	}
 	return out
+}
+
+// The failure-message helper itself must not print secrets.
+func TestShowMasksSecrets(t *testing.T) {
+	secrets := bs("sk_live_0123456789")
+	got := show([]byte("x sk_live_0123456789 y sk_live_01"), secrets)
+	if strings.Contains(got, "sk_l") {
+		t.Errorf("show leaked more than a prefix: %d bytes", len(got))
+	}
+	if want := `"x ‹sk_… 18/18› y ‹sk_… 10/18›"`; got != want {
+		t.Errorf("show = %s, want %s", got, want)
+	}
 }

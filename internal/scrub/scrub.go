@@ -16,9 +16,11 @@
 // worst case is linear in the input whatever an upstream sends, unlike
 // "compare every secret at every candidate". Response bodies seldom contain a
 // secret, so the automaton runs only at candidate positions found by a
-// prefilter that uses bytes.IndexByte (assembly, many bytes per cycle) over at
-// most three bytes: either the secrets' first bytes or, when cheaper, one rare
-// byte near the start of each secret.
+// prefilter: bytes.IndexByte (assembly, many bytes per cycle) over at most
+// three bytes, either the secrets' first bytes or one rare byte near the
+// start of each secret, or, when neither is cheap (many secrets), a bitmap of
+// the secrets' first two bytes tested at every position. The choice is made
+// once, in New, from an estimate of byte frequencies in API responses.
 //
 // Streaming (Reader) holds back only the longest unsent tail that is a proper
 // prefix of some secret: that is exactly the automaton's state when a chunk
@@ -163,7 +165,7 @@ func (s *Set) compile(pats [][]byte) {
 	for _, e := range s.edges[s.states[0].lo:s.states[0].hi] {
 		c := e.to
 		if nodes[c].term {
-			s.states[c] = withMatch(s.states[c], dead, nodes[c].depth)
+			s.states[c].fail, s.states[c].match = dead, nodes[c].depth
 		} else {
 			s.states[c].fail = 0
 		}
@@ -180,7 +182,7 @@ func (s *Set) compile(pats [][]byte) {
 				// suffix would start later: under leftmost semantics the
 				// search never falls back from a match (nor from any state
 				// below one, since dead propagates through the loop below).
-				s.states[c] = withMatch(s.states[c], dead, nodes[c].depth)
+				s.states[c].fail, s.states[c].match = dead, nodes[c].depth
 				continue
 			}
 			f := s.states[id].fail
@@ -205,11 +207,6 @@ func (s *Set) compile(pats [][]byte) {
 			}
 		}
 	}
-}
-
-func withMatch(st state, fail, n int32) state {
-	st.fail, st.match = fail, n
-	return st
 }
 
 // child returns the transition of non-root state st on b, 0 if none.

@@ -108,7 +108,7 @@ func TestNewCopiesArguments(t *testing.T) {
 	copy(sec, "zzzzzzzzzzzzz")
 	copy(rep, "???")
 	if got := s.ReplaceString("a copied-secret b"); got != "a [X] b" {
-		t.Errorf("got %q", got)
+		t.Errorf("got %s", show([]byte(got), bs("copied-secret")))
 	}
 }
 

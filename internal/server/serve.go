@@ -323,8 +323,11 @@ func (n *Node) serve(ctx context.Context) error {
 	api := admin.New(admin.Options{Store: n.st, Catalog: n.cat, Audit: n.aw, Master: n.master, Node: n.nodeID,
 		Logger: n.log, Metrics: n.m})
 	errLog := slog.NewLogLogger(n.log.Handler(), slog.LevelDebug)
+	// DisableGeneralOptionsHandler: net/http otherwise answers "OPTIONS *"
+	// itself with 200, before the gateway (which refuses every target that
+	// is not origin-form, SPEC §3.4) sees it, and without an audit record.
 	n.gw = &http.Server{Handler: gw, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second,
-		MaxHeaderBytes: MaxHeaderBytes, ErrorLog: errLog}
+		MaxHeaderBytes: MaxHeaderBytes, ErrorLog: errLog, DisableGeneralOptionsHandler: true}
 	n.adm = &http.Server{Handler: api, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute, IdleTimeout: 120 * time.Second,
 		MaxHeaderBytes: 1 << 20, ErrorLog: errLog}
 	errc := make(chan error, 2)

@@ -18,6 +18,7 @@ import (
 	"regexp"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // NameRE is the pattern of proxy, agent, secret and rule names (SPEC §3.1):
@@ -52,6 +53,11 @@ func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Durat
 
 // UnmarshalJSON reads a Go duration string.
 func (d *Duration) UnmarshalJSON(b []byte) error {
+	// null keeps the default, like every other field (encoding/json's
+	// convention for Unmarshalers).
+	if string(b) == "null" {
+		return nil
+	}
 	var s string
 	if err := json.Unmarshal(b, &s); err != nil {
 		return errf("a duration is a string such as \"30s\" or \"5m\"")
@@ -292,7 +298,9 @@ func jsonKind(k string) string {
 		return "JSON object"
 	case "slice", "array":
 		return "JSON array"
-	case "int", "int64", "float64":
+	case "int", "int64":
+		return "whole number"
+	case "float64":
 		return "number"
 	case "bool":
 		return "boolean (true or false)"
@@ -399,10 +407,10 @@ func (p *Proxy) Validate() error {
 			return errf("static_headers: %s is managed by keyhole and cannot be set", http.CanonicalHeaderKey(k))
 		}
 		if !validHeaderValue(v) {
-			return errf("static_headers: the value of %s holds a control character", http.CanonicalHeaderKey(k))
+			return errf("static_headers: the value of %s holds a control character", clip(http.CanonicalHeaderKey(k)))
 		}
 		if strings.Contains(v, "{{") {
-			return errf("static_headers are not templates and never hold secrets; put %s in auth.headers", http.CanonicalHeaderKey(k))
+			return errf("static_headers are not templates and never hold secrets; put %s in auth.headers", clip(http.CanonicalHeaderKey(k)))
 		}
 	}
 	if p.Capture.MaxBytes < 0 || p.Capture.MaxBytes > MaxCaptureBytes {
@@ -464,7 +472,9 @@ func ParseUpstream(s string) (*url.URL, error) {
 		return nil, errf("upstream %q has no host", clip(s))
 	case u.User != nil:
 		return nil, errf("upstream must not hold credentials; store them as a secret and set auth")
-	case u.RawQuery != "" || u.ForceQuery || u.Fragment != "":
+	case u.RawQuery != "" || u.ForceQuery || strings.Contains(s, "#"):
+		// "#" alone leaves Fragment empty, so look at the text: a base URL
+		// with any fragment marker would hide every joined path from the upstream.
 		return nil, errf("upstream must not hold a query or fragment")
 	case u.Opaque != "":
 		return nil, errf("upstream %q is not a base URL", clip(s))
@@ -511,7 +521,7 @@ func (a *Auth) validate() error {
 				return errf("auth.headers: %s cannot be set", http.CanonicalHeaderKey(k))
 			}
 			if _, err := ParseTemplate(v); err != nil {
-				return errf("auth.headers[%s]: %v", k, err)
+				return errf("auth.headers[%s]: %v", clip(k), err)
 			}
 		}
 	case "query":
@@ -523,7 +533,7 @@ func (a *Auth) validate() error {
 				return errf("auth.params: %q is not a valid parameter name", clip(k))
 			}
 			if _, err := ParseTemplate(v); err != nil {
-				return errf("auth.params[%s]: %v", k, err)
+				return errf("auth.params[%s]: %v", clip(k), err)
 			}
 		}
 	case "oauth2_client_credentials", "oauth2_refresh_token":
@@ -761,7 +771,12 @@ func isTokenChar(c byte) bool {
 
 func clip(s string) string {
 	if len(s) > 80 {
-		return s[:80] + "…"
+		// Cut on a rune boundary so the message stays valid UTF-8.
+		n := 80
+		for n > 0 && !utf8.RuneStart(s[n]) {
+			n--
+		}
+		return s[:n] + "…"
 	}
 	return s
 }

@@ -28,7 +28,11 @@ func (s *Store) AppendAudit(ctx context.Context, batch []store.AuditEvent) error
 			return err
 		}
 		defer idx.Close()
-		end, err := t.PrepareContext(ctx, `UPDATE audit_records SET decision = ?, reason = ?, rule = ?, status = ?, latency_ms = ?, complete = 1 WHERE id = ?`)
+		// An end's empty decision, reason or rule means "unchanged" (as in
+		// audit.Merge), so that the index agrees with the merged record.
+		end, err := t.PrepareContext(ctx, `UPDATE audit_records SET decision = COALESCE(NULLIF(?, ''), decision),
+			reason = COALESCE(NULLIF(?, ''), reason), rule = COALESCE(NULLIF(?, ''), rule),
+			status = ?, latency_ms = ?, complete = 1 WHERE id = ?`)
 		if err != nil {
 			return err
 		}
