@@ -13,8 +13,11 @@
 // semantics (the construction of BurntSushi's aho-corasick crate: failure
 // transitions of every state at or after a match lead to a dead state, so the
 // search stops as soon as no longer match at the same start is possible). Its
-// worst case is linear in the input whatever an upstream sends, unlike
-// "compare every secret at every candidate". Response bodies seldom contain a
+// cost is linear in the input, whatever an upstream sends, plus a rescan of
+// at most MaxLen-1 bytes after each replacement (the bytes read past the
+// match while looking for a longer one) and of the held-back tail on each
+// Read; "compare every secret at every candidate" would let an upstream make
+// it quadratic with near-misses. Response bodies seldom contain a
 // secret, so the automaton runs only at candidate positions found by a
 // prefilter: bytes.IndexByte (assembly, many bytes per cycle) over at most
 // three bytes, either the secrets' first bytes or one rare byte near the
