@@ -36,7 +36,7 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, x *exchange, b
 	}
 	ctx, cancel := context.WithTimeout(context.WithValue(r.Context(), ctxKey{}, x), time.Duration(p.Spec.Timeouts.Total))
 	defer cancel()
-	sw := &statusWriter{ResponseWriter: w}
+	sw := &statusWriter{ResponseWriter: w, head: r.Method == http.MethodHead}
 	defer func() {
 		// ReverseProxy aborts a response that fails mid-stream by
 		// panicking with http.ErrAbortHandler: record it, then let the
@@ -214,7 +214,10 @@ func (g *Gateway) modifyResponse(res *http.Response) error {
 		if rc, ok := sr.(interface{ Replaced() int }); ok {
 			x.scrub = rc
 		}
-		body = sr
+		// Trailer fields are headers too (RFC 9110 §6.5): ReverseProxy
+		// copies them to the agent after the body, so they are scrubbed
+		// as soon as the transport has read them.
+		body = &trailerScrubber{ReadCloser: sr, res: res, set: p.Scrub}
 	}
 	if res.Request.Method != http.MethodHead && res.StatusCode != http.StatusNoContent && res.StatusCode != http.StatusNotModified {
 		// Every body goes to the agent chunked: scrubbing may change its
@@ -226,6 +229,27 @@ func (g *Gateway) modifyResponse(res *http.Response) error {
 	}
 	res.Body = body
 	return nil
+}
+
+// trailerScrubber replaces secret values in the response's trailer fields
+// when the body ends: the transport fills res.Trailer just before the
+// body's EOF, and ReverseProxy sends them to the agent after the body.
+type trailerScrubber struct {
+	io.ReadCloser
+	res *http.Response
+	set interface{ ReplaceString(string) string }
+}
+
+func (t *trailerScrubber) Read(p []byte) (int, error) {
+	n, err := t.ReadCloser.Read(p)
+	if err == io.EOF {
+		for _, vs := range t.res.Trailer {
+			for i, v := range vs {
+				vs[i] = t.set.ReplaceString(v)
+			}
+		}
+	}
+	return n, err
 }
 
 // proxyError answers a failed exchange with the SPEC §3.3 envelope: 504 on
@@ -266,6 +290,7 @@ type statusWriter struct {
 	http.ResponseWriter
 	status int
 	n      int64
+	head   bool // the request is HEAD: the response has no body
 }
 
 func (s *statusWriter) WriteHeader(code int) {
@@ -284,7 +309,17 @@ func (s *statusWriter) Write(b []byte) (int, error) {
 	return n, err
 }
 
-func (s *statusWriter) Flush() { http.NewResponseController(s.ResponseWriter).Flush() }
+// Flush flushes, except for a response without a body (HEAD, 204, 304):
+// there the flush of the header would end the response before the
+// handler returns, that is before the audit record's completion is
+// committed (SPEC §6 sync durability). Unflushed, the header goes out when
+// the handler returns, after the commit; there is no body to stream.
+func (s *statusWriter) Flush() {
+	if s.head || s.status == http.StatusNoContent || s.status == http.StatusNotModified {
+		return
+	}
+	http.NewResponseController(s.ResponseWriter).Flush()
+}
 
 func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
 

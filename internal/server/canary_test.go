@@ -74,6 +74,12 @@ func TestCanarySecretsNeverLeave(t *testing.T) {
 			up.on("/v1/sse", gated("text/event-stream", nil, "data: one\n\ndata: key="+s[:k+3], s[k+3:]+"\n\ndata: two\n\n"))
 			up.on("/v1/gzip", gzipped("application/json", `{"key":"`+s+`","n":1}`, "X-Key", s))
 			up.on("/v1/redirect", reply(http.StatusFound, "", "Location", "https://elsewhere.example/cb?k="+url.QueryEscape(s)))
+			up.on("/v1/trailer", func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Trailer", "X-Sig")
+				w.Write([]byte("ok"))
+				w.Header().Set("X-Sig", s)
+				w.Header().Set(http.TrailerPrefix+"X-Echo-Auth", r.Header.Get("Authorization"))
+			})
 			up.on("/v1/fail", reply(http.StatusInternalServerError, "internal error, key "+s+" rejected", "Content-Type", "text/plain"))
 		}
 		n.proxy(p.name, up, map[string]any{"auth": p.auth, "rules": rules, "agent_token_header": "x-api-key",
@@ -109,7 +115,7 @@ func TestCanarySecretsNeverLeave(t *testing.T) {
 		if p.secret == "" {
 			continue
 		}
-		for _, path := range []string{"/v1/split", "/v1/sse", "/v1/gzip", "/v1/redirect", "/v1/fail"} {
+		for _, path := range []string{"/v1/split", "/v1/sse", "/v1/gzip", "/v1/redirect", "/v1/fail", "/v1/trailer"} {
 			n.call("GET", base+path, tok, "")
 		}
 		n.call("GET", base+"/v1/gzip", tok, "", "Accept-Encoding", "gzip")

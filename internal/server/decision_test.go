@@ -2,6 +2,7 @@ package server
 
 import (
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -124,7 +125,7 @@ func TestDecisionOrder(t *testing.T) {
 
 func bearer(tok string) []string { return []string{"Authorization", "Bearer " + tok} }
 
-func itoa(i int) string { return str(map[string]any{"v": float64(i)}, "v") }
+func itoa(i int) string { return strconv.Itoa(i) }
 
 // TestTokenLocations pins SPEC §3.2: the three places an agent may present
 // its token, which one wins, and that every header that carried the token —

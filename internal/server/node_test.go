@@ -356,10 +356,11 @@ func excerpt(text, needle string) string {
 
 // resp is a response read to its end.
 type resp struct {
-	status int
-	proto  string
-	hdr    http.Header
-	body   []byte
+	status  int
+	proto   string
+	hdr     http.Header
+	body    []byte
+	trailer http.Header
 }
 
 func (r *resp) rid() string { return r.hdr.Get("X-Keyhole-Request-Id") }
@@ -378,6 +379,10 @@ func (r *resp) dump() string {
 	r.hdr.Write(&b)
 	b.WriteString("\n")
 	b.Write(r.body)
+	if len(r.trailer) > 0 {
+		b.WriteString("\n")
+		r.trailer.Write(&b)
+	}
 	return b.String()
 }
 
@@ -393,7 +398,7 @@ func clip(s string) string {
 func readResp(res *http.Response) (*resp, error) {
 	defer res.Body.Close()
 	b, err := io.ReadAll(res.Body)
-	return &resp{status: res.StatusCode, proto: res.Proto, hdr: res.Header, body: b}, err
+	return &resp{status: res.StatusCode, proto: res.Proto, hdr: res.Header, body: b, trailer: res.Trailer}, err
 }
 
 // call sends an agent request through the gateway. tok, when set, goes in

@@ -327,3 +327,45 @@ func TestHeadAndBodylessResponses(t *testing.T) {
 		t.Errorf("304 passes through bodiless with its ETag; got %s", r)
 	}
 }
+
+// TestResponseTrailersAreScrubbed: trailer fields are header fields (RFC
+// 9110 §6.5) that ReverseProxy passes to the agent after the body. The
+// attack it pins: an upstream (or anything on its path) that puts the
+// credential it received into a trailer — declared or not — would hand it
+// to the agent, past a scrubber that only looked at the header block and
+// the body.
+func TestResponseTrailersAreScrubbed(t *testing.T) {
+	n := startNode(t)
+	f := n.fx("trl", nil, allowAll)
+	f.up.on("/v1/trailer", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Trailer", "X-Sig, X-Plain")
+		w.Header().Set("Content-Type", "text/plain")
+		io.WriteString(w, "body "+f.s)
+		w.(http.Flusher).Flush()
+		w.Header().Set("X-Sig", "sig="+r.Header.Get("Authorization"))
+		w.Header().Set("X-Plain", "nothing secret")
+		w.Header().Set(http.TrailerPrefix+"X-Undeclared", f.s)
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), failsafe)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+n.gw+"/trl/v1/trailer", nil)
+	req.Header.Set("Authorization", "Bearer "+f.tok)
+	res, err := agentClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := readResp(res)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.see("agent response with trailers", r.dump(), false)
+	if string(r.body) != "body [REDACTED]" {
+		t.Errorf("body = %q, want body [REDACTED]", r.body)
+	}
+	want := map[string]string{"X-Sig": "sig=Bearer [REDACTED]", "X-Plain": "nothing secret", "X-Undeclared": "[REDACTED]"}
+	for k, v := range want {
+		if got := res.Trailer.Get(k); got != v {
+			t.Errorf("trailer %s = %q, want %q", k, got, v)
+		}
+	}
+}
