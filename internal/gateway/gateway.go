@@ -134,9 +134,9 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if g.Guard != nil {
 		if rej, ok := g.Guard.Rejection(r); ok {
 			x.rec.Method, x.rec.Path = rej.Method, rej.Target
-			msg := "the request's framing is refused (conflicting or malformed Content-Length/Transfer-Encoding); nothing was forwarded"
-			if rej.Status == http.StatusRequestHeaderFieldsTooLarge {
-				msg = "the request's header block is larger than 64 KiB"
+			msg := guardMessages[rej.Reason]
+			if msg == "" {
+				msg = "the request's framing is refused; nothing was forwarded"
 			}
 			w.Header().Set("Connection", "close")
 			g.refuse(w, r, x, &refusal{status: rej.Status, reason: rej.Reason, message: msg})
@@ -253,6 +253,16 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	// Step 8: forward.
 	g.forward(w, r, x, body)
+}
+
+// guardMessages explain the framing guard's refusals (SPEC §3.4).
+var guardMessages = map[string]string{
+	httpfront.ReasonConflictingFraming:  "the request has both Content-Length and Transfer-Encoding, or two different Content-Lengths (request smuggling); nothing was forwarded and the connection is closed",
+	httpfront.ReasonBadTransferEncoding: "the request's Transfer-Encoding is not exactly \"chunked\" on HTTP/1.1; nothing was forwarded",
+	httpfront.ReasonBadContentLength:    "the request's Content-Length is not one plain number; nothing was forwarded",
+	httpfront.ReasonBadHeaderSyntax:     "the request's header block is malformed (space before a colon, folded lines, a bare LF, or a bad method or target); nothing was forwarded",
+	httpfront.ReasonHeadersTooLarge:     "the request's header block is larger than 64 KiB",
+	httpfront.ReasonBadChunk:            "the request's chunked body is malformed",
 }
 
 func nameOK(s string) bool {
