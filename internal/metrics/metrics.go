@@ -55,7 +55,7 @@ func New() *Metrics {
 		AuditFailures: prometheus.NewCounter(prometheus.CounterOpts{Name: "keyhole_audit_commit_failures_total",
 			Help: "Audit batch commits that failed."}),
 		AuditDropped: prometheus.NewCounter(prometheus.CounterOpts{Name: "keyhole_audit_events_dropped_total",
-			Help: "Audit events given up on (only with --audit-failure=open and a full retry buffer; each is also logged)."}),
+			Help: "Audit events given up on because the store kept failing and the bounded retry buffer was full; each is also logged."}),
 		AuditLag: prometheus.NewGauge(prometheus.GaugeOpts{Name: "keyhole_audit_lag_seconds",
 			Help: "Age of the oldest audit event waiting to be committed."}),
 		SnapshotVersion: prometheus.NewGauge(prometheus.GaugeOpts{Name: "keyhole_config_version",

@@ -35,6 +35,8 @@ type Config struct {
 	LogLevel        string
 	LogFormat       string
 	SQLiteSync      string
+
+	envErr error // an environment variable that did not parse
 }
 
 // Defaults (SPEC §2).
@@ -69,6 +71,8 @@ func (c *Config) Bind(fs *pflag.FlagSet) {
 	if v := os.Getenv("KEYHOLE_SHUTDOWN_TIMEOUT"); v != "" {
 		if d, err := time.ParseDuration(v); err == nil {
 			st = d
+		} else {
+			c.envErr = fmt.Errorf("KEYHOLE_SHUTDOWN_TIMEOUT %q is not a duration such as 10s", v)
 		}
 	}
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", st, "how long in-flight requests may take to finish on SIGTERM (env KEYHOLE_SHUTDOWN_TIMEOUT)")
@@ -81,6 +85,19 @@ func (c *Config) Bind(fs *pflag.FlagSet) {
 
 // Validate checks the configuration and fills derived values.
 func (c *Config) Validate() error {
+	if c.envErr != nil {
+		return c.envErr
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		return fmt.Errorf("--log-level must be debug, info, warn or error, not %q", c.LogLevel)
+	}
+	switch c.LogFormat {
+	case "text", "json":
+	default:
+		return fmt.Errorf("--log-format must be text or json, not %q", c.LogFormat)
+	}
 	switch c.AuditDurability {
 	case "sync", "async":
 	default:

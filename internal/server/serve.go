@@ -128,10 +128,17 @@ func (n *Node) open(ctx context.Context) error {
 // an embedded store it uses (or on first start generates) the data
 // folder's master-key file.
 func (n *Node) masterKey() (*vault.MasterKey, error) {
-	if v := os.Getenv("KEYHOLE_MASTER_KEY"); v != "" {
-		return vault.ParseMasterKey(v)
-	}
 	path := n.cfg.MasterKeyFile
+	if v := os.Getenv("KEYHOLE_MASTER_KEY"); v != "" {
+		if path != "" {
+			return nil, errors.New("both KEYHOLE_MASTER_KEY and --master-key-file are set; give the master key one way only")
+		}
+		mk, err := vault.ParseMasterKey(v)
+		if err != nil {
+			return nil, fmt.Errorf("KEYHOLE_MASTER_KEY: %w", err)
+		}
+		return mk, nil
+	}
 	if path == "" {
 		if !strings.HasPrefix(n.cfg.Store, "sqlite://") {
 			return nil, errors.New("a shared store needs the master key: set KEYHOLE_MASTER_KEY or --master-key-file (the same key on every node)")
