@@ -107,6 +107,7 @@ func TestRedactQuery(t *testing.T) {
 }
 
 func TestRedactCaptureJSON(t *testing.T) {
+	kh, kha := newToken(t, token.Agent), newToken(t, token.Admin)
 	tests := []struct {
 		name string
 		in   string
@@ -124,6 +125,9 @@ func TestRedactCaptureJSON(t *testing.T) {
 		{"card.number is not **.number",
 			`{"order":{"number":42}}`,
 			`{"order":{"number":42}}`},
+		{"tokens anywhere, even glued to text or escaped",
+			`{"note":"use ` + kh + ` now","admin":"x` + kha + `","esc":"\n` + kh + `"}`,
+			`{"note":"use [REDACTED] now","admin":"x[REDACTED]","esc":"\n[REDACTED]"}`},
 		{"the secret and a JSON path together",
 			`{"auth":"` + upstreamSecret + `","password":"p"}`,
 			`{"auth":"[REDACTED]","password":"[REDACTED]"}`},
@@ -151,6 +155,9 @@ func TestRedactCaptureJSON(t *testing.T) {
 func TestRedactCaptureTruncatedJSON(t *testing.T) {
 	body := `{"user":{"password":"hunter2-very-secret"},"items":"` + strings.Repeat("x", 200) + `"}`
 	b := testRedactor().Capture([]byte(body[:150]), 100, true)
+	if len(b.Data) > 100 {
+		t.Errorf("stored %d bytes, max 100", len(b.Data))
+	}
 	if bytes.Contains(b.Data, []byte("hunter2")) {
 		t.Skipf("BUG: a redact_json field of a JSON body longer than capture.max_bytes is stored in clear: %q", b.Data)
 	}
