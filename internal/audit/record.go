@@ -84,6 +84,9 @@ type End struct {
 // fixed by the struct, and the stored bytes are what the chain hashes, so
 // nothing needs re-canonicalizing to verify.
 type startData struct {
+	// Event is the event's kind ("record" or "start"): it is part of the
+	// hashed data, so relabelling an event breaks its link.
+	Event          string              `json:"event"`
 	ID             string              `json:"id"`
 	Time           string              `json:"time"`
 	Node           string              `json:"node"`
@@ -102,6 +105,11 @@ type startData struct {
 }
 
 type endData struct {
+	// Event and ID name the event and its record inside the hashed data
+	// (empty in a whole record, whose start part carries them): an end
+	// event moved to another record breaks its link.
+	Event             string              `json:"event,omitempty"`
+	ID                string              `json:"id,omitempty"`
 	Status            int                 `json:"status"`
 	Decision          string              `json:"decision,omitempty"`
 	Reason            string              `json:"reason,omitempty"`
@@ -133,8 +141,8 @@ func encodeBody(b *Body) (s *string, enc string, trunc bool) {
 	return &v, enc, b.Truncated
 }
 
-func (s *Start) data() startData {
-	d := startData{ID: s.ID, Time: s.Time.UTC().Format(TimeFormat), Node: s.Node, Agent: s.Agent, TokenID: s.TokenID,
+func (s *Start) data(event string) startData {
+	d := startData{Event: event, ID: s.ID, Time: s.Time.UTC().Format(TimeFormat), Node: s.Node, Agent: s.Agent, TokenID: s.TokenID,
 		Proxy: s.Proxy, Method: s.Method, Path: s.Path, Query: s.Query, Decision: s.Decision, Rule: s.Rule,
 		Reason: s.Reason, Report: s.Report, RequestHeaders: s.RequestHeaders}
 	if d.RequestHeaders == nil {
@@ -147,13 +155,16 @@ func (s *Start) data() startData {
 	return d
 }
 
-func (e *End) data() endData {
+func (e *End) data(id string) endData {
 	d := endData{Status: e.Status, Decision: e.Decision, Reason: e.Reason, Rule: e.Rule, LatencyMS: round3(e.LatencyMS),
 		RequestBytes: e.RequestBytes, ResponseBytes: e.ResponseBytes, ResponseHeaders: e.ResponseHeaders,
 		Filtered: e.Filtered, Scrubbed: e.Scrubbed, Error: e.Error}
 	if e.Upstream {
 		v := round3(e.UpstreamLatencyMS)
 		d.UpstreamLatencyMS = &v
+	}
+	if id != "" {
+		d.Event, d.ID = "end", id
 	}
 	d.RequestBody, d.RequestEnc, d.RequestTrunc = encodeBody(e.RequestBody)
 	d.ResponseBody, d.ResponseEnc, d.ResponseTrunc = encodeBody(e.ResponseBody)
@@ -172,11 +183,11 @@ func (s *Start) index() store.LogIndex {
 // end's in one JSON object (the end's decision, reason and rule are left
 // empty, so no key repeats).
 func wholeJSON(s *Start, e *End) ([]byte, error) {
-	sd, err := json.Marshal(s.data())
+	sd, err := json.Marshal(s.data("record"))
 	if err != nil {
 		return nil, err
 	}
-	ed := e.data()
+	ed := e.data("")
 	ed.Decision, ed.Reason, ed.Rule = "", "", ""
 	eb, err := json.Marshal(ed)
 	if err != nil {
@@ -237,6 +248,7 @@ func Merge(row store.LogRow) map[string]any {
 		rec["request_body_truncated"] = false
 		rec["response_body_truncated"] = false
 	}
+	delete(rec, "event")
 	if len(row.Events) > 0 {
 		first, last := row.Events[0], row.Events[len(row.Events)-1]
 		rec["prev_hash"] = hex.EncodeToString(first.PrevHash)

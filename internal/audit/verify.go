@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 
 	"github.com/keyhole-gw/keyhole/internal/store"
@@ -37,6 +38,7 @@ func Verify(ctx context.Context, st store.Audit, heads map[string]store.ChainHea
 	seen := map[string]bool{}
 	for _, n := range nodes {
 		seen[n] = true
+		before := res.Records
 		var prev []byte
 		var last int64
 		bad := func(e store.AuditEvent, why string) error {
@@ -57,18 +59,18 @@ func Verify(ctx context.Context, st store.Audit, heads map[string]store.ChainHea
 			case !bytes.Equal(Link(e.PrevHash, e.Data), e.Hash):
 				return bad(e, fmt.Sprintf("link %d's hash does not match its data: the record was altered", e.Seq))
 			}
-			if e.Kind != "cut" {
-				var id struct {
-					ID string `json:"id"`
-				}
-				if e.Kind != "end" {
-					if json.Unmarshal(e.Data, &id) != nil || id.ID != e.RecordID {
-						return bad(e, fmt.Sprintf("link %d's data names another record: it was moved", e.Seq))
-					}
-				}
-				if e.Kind != "end" {
-					res.Records++
-				}
+			var named struct {
+				Event string `json:"event"`
+				ID    string `json:"id"`
+			}
+			if json.Unmarshal(e.Data, &named) != nil || named.Event != e.Kind {
+				return bad(e, fmt.Sprintf("link %d is stored as a %q event but its data says %q: it was relabelled", e.Seq, e.Kind, named.Event))
+			}
+			if e.Kind != "cut" && named.ID != e.RecordID {
+				return bad(e, fmt.Sprintf("link %d's data names another record: it was moved", e.Seq))
+			}
+			if e.Kind == "record" || e.Kind == "start" {
+				res.Records++
 			}
 			prev, last = e.Hash, e.Seq
 			return nil
@@ -88,6 +90,12 @@ func Verify(ctx context.Context, st store.Audit, heads map[string]store.ChainHea
 			res.Reason = fmt.Sprintf("the last link of node %s is not the one written: the tail was rewritten", n)
 			return res, nil
 		}
+		if err := verifyIndex(ctx, st, n, res.Records-before, &res); err != nil {
+			return res, err
+		}
+		if !res.OK {
+			return res, nil
+		}
 	}
 	for n, h := range heads {
 		if !seen[n] && h.Seq > 0 {
@@ -104,3 +112,72 @@ type stopErr struct{}
 func (stopErr) Error() string { return "stop" }
 
 var errStop error = stopErr{}
+
+// verifyIndex compares the queryable index (what GET /logs lists and
+// filters) with the chain: every index row must be the record its events
+// say, and every record of the chain must have its row. An index edited to
+// hide a record or turn a denial into an allowed call is reported.
+func verifyIndex(ctx context.Context, st store.Audit, node string, records int64, res *VerifyResult) error {
+	var rows int64
+	err := st.Records(ctx, node, func(row store.LogRow) error {
+		rows++
+		if why := checkIndex(row); why != "" {
+			res.OK, res.FirstBad, res.Node, res.Reason = false, row.Index.ID, node, why
+			if len(row.Events) > 0 {
+				res.Seq = row.Events[0].Seq
+			}
+			return errStop
+		}
+		return nil
+	})
+	if err != nil && err != errStop {
+		return err
+	}
+	if !res.OK || rows == records {
+		return nil
+	}
+	// Counts differ: find the first record of the chain without its row.
+	res.OK, res.Node = false, node
+	res.Reason = fmt.Sprintf("the index lists %d records of node %s but its chain holds %d: records were hidden from or added to listings", rows, node, records)
+	err = st.Chain(ctx, node, func(e store.AuditEvent) error {
+		if e.Kind != "record" && e.Kind != "start" {
+			return nil
+		}
+		if _, err := st.GetLog(ctx, e.RecordID); errors.Is(err, store.ErrNotFound) {
+			res.FirstBad, res.Seq = e.RecordID, e.Seq
+			res.Reason = fmt.Sprintf("record %s (link %d) is missing from the index: it was hidden from listings", e.RecordID, e.Seq)
+			return errStop
+		} else if err != nil {
+			return err
+		}
+		return nil
+	})
+	if err != nil && err != errStop {
+		return err
+	}
+	return nil
+}
+
+// checkIndex says how an index row differs from its events ("" if it
+// does not).
+func checkIndex(row store.LogRow) string {
+	if len(row.Events) == 0 || row.Events[0].Kind != "record" && row.Events[0].Kind != "start" {
+		return fmt.Sprintf("index row %s has no record in the chain: it was forged", row.Index.ID)
+	}
+	rec := Merge(store.LogRow{Index: row.Index, Events: row.Events})
+	x := row.Index
+	str := func(k string) string { v, _ := rec[k].(string); return v }
+	num := func(k string) float64 { v, _ := rec[k].(float64); return v }
+	complete := rec["incomplete"] != true
+	switch {
+	case str("proxy") != x.Proxy || str("agent") != x.Agent || str("token_id") != x.TokenID || str("method") != x.Method || str("path") != x.Path:
+		return fmt.Sprintf("index row %s names another proxy, agent, token, method or path than its record: the index was edited", x.ID)
+	case str("decision") != x.Decision || str("reason") != x.Reason || str("rule") != x.Rule:
+		return fmt.Sprintf("index row %s shows another decision than its record: the index was edited", x.ID)
+	case complete != x.Complete || complete && int(num("status")) != x.Status:
+		return fmt.Sprintf("index row %s shows another status than its record: the index was edited", x.ID)
+	case str("time") != x.Time.UTC().Format(TimeFormat):
+		return fmt.Sprintf("index row %s shows another time than its record: the index was edited", x.ID)
+	}
+	return ""
+}

@@ -149,7 +149,7 @@ func TestVerifyFindsTampering(t *testing.T) {
 		{
 			name: "insert a forged event with a hash of its own data",
 			tamper: func(t *testing.T, db *sql.DB) {
-				data := []byte(`{"id":"forged","decision":"allow"}`)
+				data := []byte(`{"event":"record","id":"forged","decision":"allow"}`)
 				prev := audit.Link(nil, []byte("not the previous link"))
 				tamper(t, db, `INSERT INTO audit_events (node, seq, record_id, kind, data, prev_hash, hash) VALUES ('n1', 9, 'forged', 'record', ?, ?, ?)`,
 					data, prev, audit.Link(prev, data))
@@ -165,7 +165,7 @@ func TestVerifyFindsTampering(t *testing.T) {
 				tamper(t, db, `UPDATE audit_events SET seq = -seq WHERE node = 'n1' AND seq >= 4`)
 				tamper(t, db, `UPDATE audit_events SET seq = 1 - seq WHERE node = 'n1' AND seq < 0`)
 				_, _, prev := link(t, db, 3)
-				data := []byte(`{"id":"forged","decision":"allow"}`)
+				data := []byte(`{"event":"record","id":"forged","decision":"allow"}`)
 				tamper(t, db, `INSERT INTO audit_events (node, seq, record_id, kind, data, prev_hash, hash) VALUES ('n1', 4, 'forged', 'record', ?, ?, ?)`,
 					data, prev, audit.Link(prev, data))
 			},
@@ -193,8 +193,12 @@ func TestVerifyFindsTampering(t *testing.T) {
 			// Without a checkpoint kept outside the table, a clean cut of the
 			// tail leaves a valid, shorter chain: nothing in the table can
 			// tell. This pins that limit (and why heads exist).
+			// A careful attacker removes the index rows too: without a
+			// checkpoint kept outside the table, a clean truncation of the
+			// tail cannot be told from a log that ends there.
 			name: "truncate the tail, without heads",
 			tamper: func(t *testing.T, db *sql.DB) {
+				tamper(t, db, `DELETE FROM audit_records WHERE id IN (SELECT record_id FROM audit_events WHERE node = 'n1' AND seq > 5 AND kind IN ('record', 'start'))`)
 				tamper(t, db, `DELETE FROM audit_events WHERE node = 'n1' AND seq > 5`)
 			},
 			want: audit.VerifyResult{OK: true, Records: 6, Events: 7, Nodes: 2},
@@ -202,6 +206,7 @@ func TestVerifyFindsTampering(t *testing.T) {
 		{
 			name: "truncate the tail, with heads",
 			tamper: func(t *testing.T, db *sql.DB) {
+				tamper(t, db, `DELETE FROM audit_records WHERE id IN (SELECT record_id FROM audit_events WHERE node = 'n1' AND seq > 5 AND kind IN ('record', 'start'))`)
 				tamper(t, db, `DELETE FROM audit_events WHERE node = 'n1' AND seq > 5`)
 			},
 			heads: true,
@@ -243,8 +248,7 @@ func TestVerifyFindsTampering(t *testing.T) {
 			tamper: func(t *testing.T, db *sql.DB) {
 				tamper(t, db, `UPDATE audit_events SET record_id = ? WHERE node = 'n1' AND seq = 5`, recID(5))
 			},
-			want: audit.VerifyResult{FirstBad: recID(5), Node: "n1", Seq: 5},
-			bug:  "an end event's hashed data does not name its record (endData has no id), so moving it to another record id goes undetected",
+			want: audit.VerifyResult{FirstBad: recID(5), Node: "n1", Seq: 5, Reason: "link 5's data names another record: it was moved"},
 		},
 		{
 			// kind is a column outside the hash, and a leading "cut" link
@@ -254,8 +258,7 @@ func TestVerifyFindsTampering(t *testing.T) {
 				tamper(t, db, `DELETE FROM audit_events WHERE node = 'n1' AND seq <= 2`)
 				tamper(t, db, `UPDATE audit_events SET kind = 'cut' WHERE node = 'n1' AND seq = 3`)
 			},
-			want: audit.VerifyResult{FirstBad: recID(3), Node: "n1", Seq: 3},
-			bug:  "an event's kind is not covered by its hash: relabelling the first remaining link as \"cut\" hides a deleted beginning",
+			want: audit.VerifyResult{FirstBad: recID(3), Node: "n1", Seq: 3, Reason: `link 3 is stored as a "cut" event but its data says "record": it was relabelled`},
 		},
 		{
 			// The listing (GET /logs) reads the index, not the chain.
@@ -263,16 +266,14 @@ func TestVerifyFindsTampering(t *testing.T) {
 			tamper: func(t *testing.T, db *sql.DB) {
 				tamper(t, db, `DELETE FROM audit_records WHERE id = ?`, recID(2))
 			},
-			want: audit.VerifyResult{FirstBad: recID(2), Node: "n1", Seq: 2},
-			bug:  "Verify never compares audit_records (the index listings and filters use) with the chain",
+			want: audit.VerifyResult{FirstBad: recID(2), Node: "n1", Seq: 2, Reason: "record rec-0002 (link 2) is missing from the index: it was hidden from listings"},
 		},
 		{
 			name: "turn a denial into an allowed request in the index",
 			tamper: func(t *testing.T, db *sql.DB) {
 				tamper(t, db, `UPDATE audit_records SET decision = 'allow', status = 200 WHERE id = ?`, recID(2))
 			},
-			want: audit.VerifyResult{FirstBad: recID(2), Node: "n1", Seq: 2},
-			bug:  "Verify never compares audit_records (the index listings and filters use) with the chain",
+			want: audit.VerifyResult{FirstBad: recID(2), Node: "n1", Seq: 2, Reason: "index row rec-0002 shows another decision than its record: the index was edited"},
 		},
 	}
 	for _, tc := range tests {

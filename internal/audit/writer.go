@@ -56,8 +56,10 @@ type Writer struct {
 	stop chan struct{}
 	done chan struct{}
 
+	gate   sync.RWMutex // submissions (read) against Close (write)
+	closed bool
+
 	mu      sync.Mutex
-	closed  bool
 	healthy bool
 	lastErr time.Time
 
@@ -132,7 +134,7 @@ func (w *Writer) Record(ctx context.Context, s *Start, e *End) error {
 // Begin writes the start of a forwarded request's record; in sync mode the
 // request must not be forwarded before it returns nil.
 func (w *Writer) Begin(ctx context.Context, s *Start) error {
-	data, err := json.Marshal(s.data())
+	data, err := json.Marshal(s.data("start"))
 	if err != nil {
 		return err
 	}
@@ -144,7 +146,7 @@ func (w *Writer) Begin(ctx context.Context, s *Start) error {
 // committed yet is kept and retried, never dropped: its request already
 // reached the upstream.
 func (w *Writer) Finish(ctx context.Context, id string, e *End) error {
-	data, err := json.Marshal(e.data())
+	data, err := json.Marshal(e.data(id))
 	if err != nil {
 		return err
 	}
@@ -164,19 +166,26 @@ func (w *Writer) submit(ctx context.Context, ev store.AuditEvent, droppable bool
 		done = make(chan error, 1)
 		p.done = done
 	}
-	w.mu.Lock()
-	closed := w.closed
-	w.mu.Unlock()
-	if closed {
+	// In async mode nobody waits for the commit, so fail-closed is decided
+	// here: while the store is failing, no new request is let through.
+	if w.opt.Async && !w.opt.FailOpen && droppable && !w.Healthy() {
+		return ErrUnavailable
+	}
+	// The gate makes Close wait for submissions in flight: an event that
+	// passed the closed check is in the queue before the loop drains it
+	// for the last time.
+	w.gate.RLock()
+	if w.closed {
+		w.gate.RUnlock()
 		return ErrClosed
 	}
 	select {
 	case w.q <- p:
 	case <-ctx.Done():
+		w.gate.RUnlock()
 		return ctx.Err()
-	case <-w.stop:
-		return ErrClosed
 	}
+	w.gate.RUnlock()
 	w.m.AuditQueue.Set(float64(len(w.q)))
 	if !wait {
 		return nil
@@ -195,15 +204,13 @@ func (w *Writer) submit(ctx context.Context, ev store.AuditEvent, droppable bool
 // Close stops accepting events, commits what is queued (within ctx) and
 // stops the writer.
 func (w *Writer) Close(ctx context.Context) error {
-	w.mu.Lock()
-	if w.closed {
-		w.mu.Unlock()
-		<-w.done
-		return nil
-	}
+	w.gate.Lock()
+	already := w.closed
 	w.closed = true
-	w.mu.Unlock()
-	close(w.stop)
+	w.gate.Unlock()
+	if !already {
+		close(w.stop)
+	}
 	select {
 	case <-w.done:
 		return nil
@@ -218,12 +225,34 @@ const (
 	maxBackoff = time.Second
 )
 
+// loop is the single writer. It commits whatever is pending as soon as the
+// previous commit has ended. While the store fails it retries with
+// backoff: waiting callers of droppable events are answered at once
+// (ErrUnavailable: 503 in closed mode), events that must not be lost (ends
+// of forwarded requests; every event in async or open mode) are kept and
+// retried, and an idle writer probes the store so that service resumes by
+// itself when it recovers.
 func (w *Writer) loop() {
 	defer close(w.done)
 	var retry []*pending // events that must not be lost, oldest first
 	backoff := time.Duration(0)
-	var timer *time.Timer
-	var timerC <-chan time.Time
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	armed := false
+	arm := func(d time.Duration) {
+		if armed && !timer.Stop() {
+			select {
+			case <-timer.C:
+			default:
+			}
+		}
+		timer.Reset(d)
+		armed = true
+	}
+	fail := func() {
+		backoff = min(max(backoff*2, minBackoff), maxBackoff)
+		arm(backoff)
+	}
 	stopping := false
 	for {
 		var batch []*pending
@@ -231,14 +260,15 @@ func (w *Writer) loop() {
 			select {
 			case p := <-w.q:
 				batch = append(batch, p)
-			case <-timerC:
+			case <-timer.C:
+				armed = false
 			case <-w.stop:
 				stopping = true
 			}
 		}
 		// Drain whatever else is pending: this is the group commit.
 	drain:
-		for len(batch)+len(retry) < w.opt.MaxBatch*4 {
+		for len(batch) < w.opt.MaxBatch*4 {
 			select {
 			case p := <-w.q:
 				batch = append(batch, p)
@@ -250,51 +280,61 @@ func (w *Writer) loop() {
 		if stopping && len(batch) == 0 && len(retry) == 0 {
 			return
 		}
-		if len(batch) == 0 && len(retry) == 0 {
-			continue
-		}
-		all := append(retry, batch...)
-		retry = nil
 		if backoff > 0 && time.Since(w.lastFail()) < backoff {
-			// The store failed a moment ago: answer the droppable events
-			// at once (503 in closed mode) instead of making them wait,
-			// and keep the rest for the next attempt.
-			retry = w.failFast(all)
-			if timer == nil {
-				timer = time.NewTimer(backoff)
-			} else {
-				timer.Reset(backoff)
-			}
-			timerC = timer.C
+			// The store failed a moment ago: answer the waiters now
+			// instead of making them wait for the next attempt.
+			retry = w.failFast(append(retry, batch...))
 			if stopping {
 				time.Sleep(backoff)
 			}
 			continue
 		}
+		all := append(retry, batch...)
+		retry = nil
+		if len(all) == 0 {
+			if backoff > 0 {
+				w.probe(fail, &backoff)
+			}
+			continue
+		}
 		for len(all) > 0 {
 			n := min(len(all), w.opt.MaxBatch)
-			chunk := all[:n]
-			if err := w.commit(chunk); err != nil {
-				backoff = min(max(backoff*2, minBackoff), maxBackoff)
-				retry = append(retry, w.failFast(all)...)
-				if timer == nil {
-					timer = time.NewTimer(backoff)
-				} else {
-					timer.Reset(backoff)
-				}
-				timerC = timer.C
+			if err := w.commit(all[:n]); err != nil {
+				retry = w.failFast(all)
+				fail()
 				break
 			}
 			backoff = 0
-			timerC = nil
 			all = all[n:]
 		}
 		if stopping && len(retry) > 0 {
-			// Shutting down with a failing store: keep trying until Close's
-			// deadline (the caller gives up waiting, the process exits).
+			// Shutting down with a failing store: keep trying until
+			// Close's deadline (then the process exits).
 			time.Sleep(max(backoff, minBackoff))
 		}
 	}
+}
+
+// probe checks an idle, unhealthy store, so that /-/ready and async
+// fail-closed recover without traffic.
+func (w *Writer) probe(fail func(), backoff *time.Duration) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	err := w.st.Ping(ctx)
+	cancel()
+	if err != nil {
+		w.mu.Lock()
+		w.lastErr = time.Now()
+		w.mu.Unlock()
+		fail()
+		return
+	}
+	w.mu.Lock()
+	if !w.healthy {
+		w.log.Info("audit store recovered")
+	}
+	w.healthy = true
+	w.mu.Unlock()
+	*backoff = 0
 }
 
 func (w *Writer) lastFail() time.Time {
@@ -303,22 +343,22 @@ func (w *Writer) lastFail() time.Time {
 	return w.lastErr
 }
 
-// failFast answers every droppable waiting event with ErrUnavailable and
-// returns the events to retry: end events always (their request reached
-// the upstream), and in open mode every event, up to RetryBuffer.
+// failFast answers every waiting caller with ErrUnavailable and returns
+// the events to keep for retry: all of them, except droppable events whose
+// caller was refused in sync, closed mode (their request got 503 and was
+// never forwarded). Beyond RetryBuffer the oldest are given up, each logged
+// and counted: never silently.
 func (w *Writer) failFast(ps []*pending) []*pending {
 	var keep []*pending
 	for _, p := range ps {
-		if p.droppable && !w.opt.FailOpen {
-			if p.done != nil {
-				p.done <- ErrUnavailable
-				p.done = nil
-			}
-			continue
-		}
+		refused := false
 		if p.done != nil {
 			p.done <- ErrUnavailable
 			p.done = nil
+			refused = !w.opt.FailOpen
+		}
+		if p.droppable && refused {
+			continue
 		}
 		keep = append(keep, p)
 	}

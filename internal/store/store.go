@@ -188,7 +188,10 @@ type AuditEvent struct {
 	Data     []byte
 	PrevHash []byte
 	Hash     []byte
-	Index    LogIndex // for "end": Status, LatencyMS, Decision, Reason, Rule are applied to the record
+	// Index: for "record" and "start" the record's index row; for "end",
+	// Status, LatencyMS and (when not empty) Decision, Reason and Rule are
+	// applied to the record's row.
+	Index LogIndex
 }
 
 // LogIndex is the queryable part of an audit record.
@@ -248,6 +251,9 @@ type Audit interface {
 	Chain(ctx context.Context, node string, fn func(AuditEvent) error) error
 	// ChainNodes lists the nodes that have a chain.
 	ChainNodes(ctx context.Context) ([]string, error)
+	// Records calls fn for each index row of node, with its events, in
+	// order of id (verify compares the index with the chain).
+	Records(ctx context.Context, node string, fn func(LogRow) error) error
 	// LastUsed returns, per token id, the time of its latest record.
 	LastUsed(ctx context.Context, tokenIDs []string) (map[string]time.Time, error)
 	// Ping checks that the store answers (readiness).

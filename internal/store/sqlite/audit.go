@@ -254,3 +254,50 @@ func likeEscape(s string) string {
 	r := strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`)
 	return r.Replace(s)
 }
+
+// Records implements store.Audit: one streamed join of the index and the
+// events (through the record_id index), ordered by id then seq.
+func (s *Store) Records(ctx context.Context, node string, fn func(store.LogRow) error) error {
+	rows, err := s.r.QueryContext(ctx, `SELECT r.id, r.time, r.node, r.proxy, r.agent, r.token_id, r.method, r.path, r.decision,
+		r.reason, r.rule, r.status, r.latency_ms, r.complete, e.node, e.seq, e.record_id, e.kind, e.data, e.prev_hash, e.hash
+		FROM audit_records r LEFT JOIN audit_events e ON e.record_id = r.id
+		WHERE r.node = ? ORDER BY r.id, e.seq`, node)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	var cur *store.LogRow
+	for rows.Next() {
+		var x store.LogIndex
+		var at int64
+		var e struct {
+			node, rid, kind sql.NullString
+			seq             sql.NullInt64
+			data, prev, h   []byte
+		}
+		if err := rows.Scan(&x.ID, &at, &x.Node, &x.Proxy, &x.Agent, &x.TokenID, &x.Method, &x.Path, &x.Decision, &x.Reason, &x.Rule,
+			&x.Status, &x.LatencyMS, &x.Complete, &e.node, &e.seq, &e.rid, &e.kind, &e.data, &e.prev, &e.h); err != nil {
+			return err
+		}
+		x.Time = fromMicros(at)
+		if cur == nil || cur.Index.ID != x.ID {
+			if cur != nil {
+				if err := fn(*cur); err != nil {
+					return err
+				}
+			}
+			cur = &store.LogRow{Index: x}
+		}
+		if e.seq.Valid {
+			cur.Events = append(cur.Events, store.AuditEvent{Node: e.node.String, Seq: e.seq.Int64, RecordID: e.rid.String,
+				Kind: e.kind.String, Data: e.data, PrevHash: e.prev, Hash: e.h})
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	if cur != nil {
+		return fn(*cur)
+	}
+	return nil
+}
