@@ -2,6 +2,7 @@ package audit
 
 import (
 	"bytes"
+	"mime"
 	"net/http"
 	"net/url"
 	"strings"
@@ -114,11 +115,11 @@ func (r *Redactor) Query(raw string) string {
 	if raw == "" {
 		return ""
 	}
-	if r != nil && len(r.params) > 0 {
+	if r != nil && (len(r.params) > 0 || len(r.json) > 0) {
 		parts := strings.Split(raw, "&")
 		for i, p := range parts {
 			k, _, _ := strings.Cut(p, "=")
-			if uk, err := url.QueryUnescape(k); err == nil && r.params[uk] {
+			if uk, err := url.QueryUnescape(k); err == nil && r.params[uk] || r.fieldRedacted(k) {
 				parts[i] = k + "=" + Redacted
 			}
 		}
@@ -131,7 +132,7 @@ func (r *Redactor) Query(raw string) string {
 // a little more than max (the gateway captures max plus the longest secret)
 // so that a secret straddling the cut is still recognised and replaced; a
 // trailing partial secret left after the cut is dropped too.
-func (r *Redactor) Capture(data []byte, max int64, truncated bool) *Body {
+func (r *Redactor) Capture(data []byte, max int64, truncated bool, contentType string) *Body {
 	out := data
 	if r != nil && r.secrets != nil {
 		out = r.secrets.ReplaceBytes(out)
@@ -139,11 +140,14 @@ func (r *Redactor) Capture(data []byte, max int64, truncated bool) *Body {
 	if bytes.Contains(out, []byte("kh")) {
 		out = []byte(redactTokens(string(out)))
 	}
-	if r != nil && len(r.json) > 0 && !truncated && int64(len(out)) <= max {
-		if v, err := jsonpath.Decode(out); err == nil && jsonpath.Rewrite(v, nil, r.json, Redacted) {
-			if b, err := jsonpath.Encode(v); err == nil {
-				out = b
-			}
+	if r != nil && len(r.json) > 0 {
+		// redact_json names JSON fields, and the same names in a form body.
+		// A JSON capture is masked as a prefix, so a field is masked even
+		// when the body was cut and no longer parses.
+		if isForm(contentType) {
+			out = r.maskForm(out)
+		} else if m, changed, _ := jsonpath.MaskPrefix(out, r.json, []byte(`"`+Redacted+`"`)); changed {
+			out = m
 		}
 	}
 	if int64(len(out)) > max {
@@ -161,6 +165,43 @@ func (r *Redactor) Capture(data []byte, max int64, truncated bool) *Body {
 	return &Body{Data: out, Truncated: truncated}
 }
 
+func isForm(ct string) bool {
+	mt, _, _ := mime.ParseMediaType(ct)
+	return mt == "application/x-www-form-urlencoded"
+}
+
+// maskForm masks the values of form fields named by redact_json.
+func (r *Redactor) maskForm(b []byte) []byte {
+	parts := bytes.Split(b, []byte("&"))
+	changed := false
+	for i, p := range parts {
+		k, _, _ := bytes.Cut(p, []byte("="))
+		if r.fieldRedacted(string(k)) {
+			parts[i] = append(append(append([]byte{}, k...), '='), Redacted...)
+			changed = true
+		}
+	}
+	if !changed {
+		return b
+	}
+	return bytes.Join(parts, []byte("&"))
+}
+
+// fieldRedacted: a form field or query parameter named by redact_json (a
+// one-key path such as "password", or "**.password").
+func (r *Redactor) fieldRedacted(escaped string) bool {
+	k, err := url.QueryUnescape(escaped)
+	if err != nil {
+		k = escaped
+	}
+	for _, p := range r.json {
+		if p.Match([]string{k}) {
+			return true
+		}
+	}
+	return false
+}
+
 // trimPartialToken drops a tail of b that is the beginning of a keyhole
 // token ("kh_" or "kha_" and base62 characters up to the end). A whole
 // token was redacted already; 39 of its 40 characters would still give it
@@ -176,10 +217,6 @@ func trimPartialToken(b []byte) []byte {
 		}
 	}
 	return b
-}
-
-func isBase62(c byte) bool {
-	return '0' <= c && c <= '9' || 'A' <= c && c <= 'Z' || 'a' <= c && c <= 'z'
 }
 
 // trimPartial drops a tail of b that is a proper prefix of a secret value.
@@ -202,4 +239,7 @@ func (r *Redactor) MaxSecretLen() int {
 		return 0
 	}
 	return r.secrets.MaxLen()
+}
+func isBase62(c byte) bool {
+	return '0' <= c && c <= '9' || 'A' <= c && c <= 'Z' || 'a' <= c && c <= 'z'
 }

@@ -25,7 +25,7 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, x *exchange, b
 	x.end = audit.End{Decision: audit.Allow, Reason: x.rec.Reason, Rule: x.rec.Rule}
 	capMax := int64(0)
 	if p.Spec.Capture.RequestBody || p.Spec.Capture.ResponseBody {
-		capMax = p.Spec.Capture.MaxBytes + int64(p.Redact.MaxSecretLen())
+		capMax = p.Spec.Capture.MaxBytes + int64(max(p.Redact.MaxSecretLen(), maxTokenLen))
 	}
 	if hasBody(r) {
 		if body == nil {
@@ -71,11 +71,11 @@ func (g *Gateway) finish(r *http.Request, x *exchange, sw *statusWriter) {
 	if x.reqTap != nil {
 		e.RequestBytes = x.reqTap.n
 		if x.reqTap.keep {
-			e.RequestBody = p.Redact.Capture(x.reqTap.buf.Bytes(), p.Spec.Capture.MaxBytes, x.reqTap.n > int64(x.reqTap.buf.Len()))
+			e.RequestBody = p.Redact.Capture(x.reqTap.buf.Bytes(), p.Spec.Capture.MaxBytes, x.reqTap.n > int64(x.reqTap.buf.Len()), r.Header.Get("Content-Type"))
 		}
 	}
 	if x.respTap != nil && x.respTap.keep {
-		e.ResponseBody = p.Redact.Capture(x.respTap.buf.Bytes(), p.Spec.Capture.MaxBytes, x.respTap.n > int64(x.respTap.buf.Len()))
+		e.ResponseBody = p.Redact.Capture(x.respTap.buf.Bytes(), p.Spec.Capture.MaxBytes, x.respTap.n > int64(x.respTap.buf.Len()), x.respType)
 	}
 	if x.scrub != nil {
 		e.Scrubbed = x.scrub.Replaced()
@@ -149,6 +149,10 @@ func (g *Gateway) rewrite(pr *httputil.ProxyRequest) {
 
 type injectFailed struct{}
 
+// maxTokenLen: a capture takes this much beyond max_bytes so that a
+// keyhole token straddling the cut is still recognised and redacted.
+const maxTokenLen = 64
+
 // transportFor sends each request through its proxy's pooled transport.
 type transportFor struct{}
 
@@ -202,7 +206,8 @@ func (g *Gateway) modifyResponse(res *http.Response) error {
 		}
 	}
 	x.end.ResponseHeaders = p.Redact.Headers(res.Header)
-	capMax := p.Spec.Capture.MaxBytes + int64(p.Redact.MaxSecretLen())
+	x.respType = res.Header.Get("Content-Type")
+	capMax := p.Spec.Capture.MaxBytes + int64(max(p.Redact.MaxSecretLen(), maxTokenLen))
 	x.respTap = newTap(res.Body, capMax, p.Spec.Capture.ResponseBody)
 	var body io.ReadCloser = x.respTap
 	body, err := g.filterResponse(res, x, body)

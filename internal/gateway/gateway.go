@@ -101,13 +101,14 @@ type exchange struct {
 	end      audit.End
 	decision rules.Decision
 
-	reqTap  *tap
-	respTap *tap
-	scrub   interface{ Replaced() int }
-	upAt    time.Time // when the request left for the upstream
-	upHdr   time.Duration
-	sent    bool // the request reached the upstream
-	failure *refusal
+	reqTap   *tap
+	respTap  *tap
+	respType string
+	scrub    interface{ Replaced() int }
+	upAt     time.Time // when the request left for the upstream
+	upHdr    time.Duration
+	sent     bool // the request reached the upstream
+	failure  *refusal
 }
 
 type ctxKey struct{}
