@@ -80,8 +80,18 @@ type Token struct {
 	store.Token
 	Parent *Token
 	Scope  map[string]bool
-	// Rules are a child token's own allow rules (nil for none).
-	Rules *rules.Set
+	// Rules are a child token's own allow rules (nil for none);
+	// RulesFold the same compiled for case-insensitive proxies.
+	Rules     *rules.Set
+	RulesFold *rules.Set
+}
+
+// RulesFor returns the child token's rules compiled for a proxy.
+func (t *Token) RulesFor(caseInsensitive bool) *rules.Set {
+	if caseInsensitive {
+		return t.RulesFold
+	}
+	return t.Rules
 }
 
 // Admin is an admin API token.
@@ -307,14 +317,17 @@ func (c *Catalog) build(st *store.State) (*Snapshot, error) {
 		}
 		if len(t.Token.Rules) > 0 {
 			var rs []spec.Rule
+			t.Rules, t.RulesFold = &rules.Set{}, &rules.Set{} // fail closed: rules that do not load allow nothing
 			if err := json.Unmarshal(t.Token.Rules, &rs); err == nil {
-				t.Rules, err = rules.Compile(rs, rules.Options{AllowOnly: true, Proxy: "-token:" + t.ID, Limits: c.limits})
-				if err != nil {
-					c.log.Error("a child token's rules do not compile; it allows nothing", "token_id", t.ID, "err", err)
-					t.Rules = &rules.Set{}
+				opt := rules.Options{AllowOnly: true, Proxy: "-token:" + t.ID, Limits: c.limits}
+				plain, err1 := rules.Compile(rs, opt)
+				opt.CaseInsensitive = true
+				fold, err2 := rules.Compile(rs, opt)
+				if err1 == nil && err2 == nil {
+					t.Rules, t.RulesFold = plain, fold
+				} else {
+					c.log.Error("a child token's rules do not compile; it allows nothing", "token_id", t.ID, "err", errors.Join(err1, err2))
 				}
-			} else {
-				t.Rules = &rules.Set{}
 			}
 		}
 		s.tokens[t.Hash] = t

@@ -31,7 +31,8 @@ func hasBody(r *http.Request) bool {
 // parse refused (400). The buffered bytes are what is forwarded.
 func (g *Gateway) readBodyForRules(w http.ResponseWriter, r *http.Request, x *exchange) (*rules.Body, *refusal) {
 	p := x.proxy
-	need := p.Rules.Body || x.tok.Rules != nil && x.tok.Rules.Body
+	tr := x.tok.RulesFor(p.Spec.CaseInsensitivePaths)
+	need := p.Rules.Body || tr != nil && tr.Body
 	if !need {
 		return nil, nil
 	}
@@ -130,14 +131,15 @@ func (g *Gateway) decide(r *http.Request, x *exchange, body *rules.Body) *refusa
 		}
 		return &refusal{status: http.StatusForbidden, reason: d.Reason, message: msgNoRule}
 	}
-	if x.tok.Rules != nil {
-		td := x.tok.Rules.Decide(in)
+	if tr := x.tok.RulesFor(x.proxy.Spec.CaseInsensitivePaths); tr != nil {
+		td := tr.Decide(in)
 		x.rec.Report = append(x.rec.Report, td.Report...)
 		if !td.Allow {
 			x.rec.Rule = ""
 			return &refusal{status: http.StatusForbidden, reason: "no_rule_allows:token",
 				message: "the proxy's rules allow this request, but this token's own rules do not"}
 		}
+		x.tokDecision = &td
 	}
 	return nil
 }

@@ -49,7 +49,11 @@ func collectFilters(fs ...*spec.Filters) *filterSet {
 // (each data line that holds JSON), so it still streams; anything else
 // passes unchanged.
 func (g *Gateway) filterResponse(res *http.Response, x *exchange, body io.ReadCloser) (io.ReadCloser, error) {
-	fs := collectFilters(x.proxy.Spec.ResponseFilters, x.decision.Filters)
+	var tokFilters *spec.Filters
+	if x.tokDecision != nil {
+		tokFilters = x.tokDecision.Filters
+	}
+	fs := collectFilters(x.proxy.Spec.ResponseFilters, x.decision.Filters, tokFilters)
 	if fs == nil || res.Request.Method == http.MethodHead || res.StatusCode == http.StatusNoContent || res.StatusCode == http.StatusNotModified {
 		return body, nil
 	}

@@ -100,6 +100,8 @@ type exchange struct {
 	rec      audit.Start
 	end      audit.End
 	decision rules.Decision
+	// tokDecision is a child token's own rules' decision (nil: none).
+	tokDecision *rules.Decision
 
 	reqTap   *tap
 	respTap  *tap
@@ -235,8 +237,12 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		g.refuse(w, r, x, f)
 		return
 	}
-	// Step 6: rate limit.
-	if ok, wait := x.decision.RateLimit(x.tok.Agent, time.Now()); !ok {
+	// Step 6: rate limits, the proxy rule's then the token rule's.
+	ok, wait := x.decision.RateLimit(x.tok.Agent, time.Now())
+	if ok && x.tokDecision != nil {
+		ok, wait = x.tokDecision.RateLimit(x.tok.Agent, time.Now())
+	}
+	if !ok {
 		secs := int((wait + time.Second - 1) / time.Second)
 		if secs < 1 {
 			secs = 1

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -220,5 +221,34 @@ func TestTokenLocations(t *testing.T) {
 				t.Errorf("audit decision = %q, want allow", str(rec, "decision"))
 			}
 		})
+	}
+}
+
+// A child token's own rules follow the proxy's case folding, and their
+// rate limits and response filters apply like the proxy's (SPEC §3.5: they
+// apply in addition).
+func TestChildTokenRulesApplyFully(t *testing.T) {
+	n := startNode(t)
+	f := n.fx("childci", map[string]any{"case_insensitive_paths": true}, rule("all", "allow", "GET /**"))
+	f.up.on("/v1/items/1", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"id":1,"ssn":"123-45-6789"}`)
+	})
+	limited := rule("one", "allow", "GET /V1/ITEMS/*")
+	limited["rate_limit"] = "1/m"
+	limited["response_filters"] = map[string]any{"remove": []string{"ssn"}}
+	child, _ := n.mint(f.tok, map[string]any{"proxies": []string{"childci"}, "ttl": "5m", "rules": []any{limited}})
+	r := n.call("GET", "/childci/v1/items/1", child, "")
+	if r.status != 200 {
+		t.Fatalf("the child's upper-case pattern matches on a case-insensitive proxy; want 200, got %s", r)
+	}
+	if strings.Contains(string(r.body), "123-45-6789") {
+		t.Errorf("the child rule's response_filters apply; got %s", r.body)
+	}
+	if r := n.call("GET", "/childci/v1/items/1", child, ""); r.status != 429 || r.errCode() != "rate_limited" {
+		t.Errorf("the child rule's rate_limit 1/m applies; second call want 429 rate_limited, got %s", r)
+	}
+	if r := n.call("GET", "/childci/v1/items/1", f.tok, ""); r.status != 200 {
+		t.Errorf("the parent is not limited by its child's rule; got %s", r)
 	}
 }
