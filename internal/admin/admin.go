@@ -149,6 +149,19 @@ func (a *API) routes() {
 	m.Handle("POST /api/v1/audit/verify", a.wrap(a.verify, false, ""))
 
 	m.Handle("/api/", a.wrap(func(c *call) error {
+		// A known path with another method: 405 with Allow, not 404.
+		var allow []string
+		for _, method := range []string{"GET", "POST", "PUT", "DELETE"} {
+			probe := c.r.Clone(c.r.Context())
+			probe.Method = method
+			if _, pat := m.Handler(probe); pat != "" && pat != "/api/" {
+				allow = append(allow, method)
+			}
+		}
+		if len(allow) > 0 {
+			c.w.Header().Set("Allow", strings.Join(allow, ", "))
+			return &apiError{http.StatusMethodNotAllowed, "method_not_allowed", "this endpoint takes " + strings.Join(allow, ", ")}
+		}
 		return &apiError{http.StatusNotFound, "not_found", "no such admin API endpoint (see docs/api.md)"}
 	}, false, ""))
 	if a.Metrics != nil {
