@@ -9,6 +9,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"io"
 	"strings"
 )
 
@@ -48,36 +49,42 @@ func (p Path) Match(keys []string) bool {
 	return match(p, keys)
 }
 
+// match is the greedy wildcard matcher of policy.Pattern.Match over keys:
+// "**" first absorbs nothing, and on a mismatch the last "**" absorbs one
+// more key and matching resumes after it. O(len(p)×len(k)) however many
+// "**" the path holds (trying every split recursively is exponential in
+// them, and the keys come from upstream responses).
 func match(p Path, k []string) bool {
-	for len(p) > 0 {
-		switch p[0] {
-		case "**":
-			// Collapse runs of ** and try every split.
-			rest := p[1:]
-			for len(rest) > 0 && rest[0] == "**" {
-				rest = rest[1:]
-			}
-			if len(rest) == 0 {
-				return true
-			}
-			for i := 0; i <= len(k); i++ {
-				if match(rest, k[i:]) {
-					return true
+	pi, ki := 0, 0
+	starPi, starKi := -1, 0 // the last "**" seen, and where its absorption stops
+	for ki < len(k) {
+		if pi < len(p) {
+			switch p[pi] {
+			case "**":
+				starPi, starKi = pi, ki
+				pi++
+				continue
+			case "*":
+				pi, ki = pi+1, ki+1
+				continue
+			default:
+				if k[ki] == p[pi] {
+					pi, ki = pi+1, ki+1
+					continue
 				}
 			}
-			return false
-		case "*":
-			if len(k) == 0 {
-				return false
-			}
-		default:
-			if len(k) == 0 || k[0] != p[0] {
-				return false
-			}
 		}
-		p, k = p[1:], k[1:]
+		if starPi < 0 {
+			return false
+		}
+		starKi++
+		pi, ki = starPi+1, starKi
 	}
-	return len(k) == 0
+	// The keys are consumed; what is left of the path must match nothing.
+	for pi < len(p) && p[pi] == "**" {
+		pi++
+	}
+	return pi == len(p)
 }
 
 // Action is what Rewrite does to a matched member.
@@ -165,7 +172,9 @@ func Decode(b []byte) (any, error) {
 	if err := dec.Decode(&v); err != nil {
 		return nil, err
 	}
-	if dec.More() {
+	// dec.More is false before a stray ']' or '}', so ask for the next
+	// token: only the end of the input may follow the value.
+	if _, err := dec.Token(); err != io.EOF {
 		return nil, errors.New("trailing data")
 	}
 	return v, nil

@@ -109,6 +109,19 @@ func ParseForm(b []byte) (map[string][]string, error) {
 	if err != nil {
 		return nil, errors.New("form body does not parse")
 	}
+	// Escapes can encode what the raw check refused (%ff, %c0%ae): the
+	// decoded keys and values must be UTF-8 too, so rules and upstream read
+	// the same text.
+	for k, vs := range v {
+		if !utf8.ValidString(k) {
+			return nil, errors.New("form body is not valid UTF-8 once decoded")
+		}
+		for _, s := range vs {
+			if !utf8.ValidString(s) {
+				return nil, errors.New("form body is not valid UTF-8 once decoded")
+			}
+		}
+	}
 	return v, nil
 }
 

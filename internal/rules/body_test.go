@@ -3,6 +3,7 @@ package rules
 import (
 	"errors"
 	"math"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -48,8 +49,10 @@ func runJSONCases(t *testing.T, tests []jsonCase) {
 			if err != nil {
 				t.Fatalf("ParseJSON(%.80q): %v", tt.in, err)
 			}
-			if diff := cmp.Diff(tt.want, got); diff != "" {
-				t.Errorf("ParseJSON(%.80q) (-want +got):\n%s", tt.in, diff)
+			// reflect.DeepEqual, not cmp.Diff: cmp's slice diffing is
+			// exponential on 64 nested arrays.
+			if !reflect.DeepEqual(tt.want, got) {
+				t.Errorf("ParseJSON(%.80q) = %.200v, want %.200v", tt.in, got, tt.want)
 			}
 		})
 	}
@@ -113,22 +116,16 @@ func TestParseJSONSurrogateEscapes(t *testing.T) {
 func TestParseJSONTrailingData(t *testing.T) {
 	runJSONCases(t, []jsonCase{
 		{name: "two objects", in: `{} {}`, wantErr: "data after its value"},
-		{name: "garbage", in: `{}x`, wantErr: ""},
-		{name: "closing bracket", in: `{}]`, wantErr: ""},
-		{name: "closing brace", in: `{}}`, wantErr: ""},
+		{name: "garbage", in: `{}x`, wantErr: "data after its value"},
+		{name: "closing bracket", in: `{}]`, wantErr: "data after its value"},
+		{name: "closing brace", in: `{}}`, wantErr: "data after its value"},
 		{name: "second scalar", in: `1 2`, wantErr: "data after its value"},
-		{name: "NUL after", in: "{}\x00", wantErr: ""},
-		{name: "comma after", in: `{},`, wantErr: ""},
+		{name: "NUL after", in: "{}\x00", wantErr: "data after its value"},
+		{name: "comma after", in: `{},`, wantErr: "data after its value"},
 		{name: "trailing space", in: `{} `, want: map[string]any{}},
 		{name: "trailing newlines", in: "{}\r\n\t\n", want: map[string]any{}},
 		{name: "leading whitespace", in: " \n{}", want: map[string]any{}},
 	})
-	// Rows above with wantErr "" only need an error; check that separately.
-	for _, in := range []string{`{}x`, `{}]`, `{}}`, "{}\x00", `{},`} {
-		if _, err := ParseJSON([]byte(in)); err == nil {
-			t.Errorf("ParseJSON(%q) accepted trailing data", in)
-		}
-	}
 }
 
 func TestParseJSONComments(t *testing.T) {
@@ -151,22 +148,17 @@ func TestParseJSONSyntax(t *testing.T) {
 		{name: "single quotes", in: `{'a':1}`, wantErr: "malformed"},
 		{name: "unquoted key", in: `{a:1}`, wantErr: "malformed"},
 		{name: "number key", in: `{1:1}`, wantErr: "malformed"},
-		{name: "unterminated string", in: `"abc`, wantErr: ""},
+		{name: "unterminated string", in: `"abc`, wantErr: "ends too early"},
 		{name: "unclosed object", in: `{"a":1`, wantErr: "ends too early"},
 		{name: "unclosed array", in: `[1`, wantErr: "ends too early"},
-		{name: "raw control char in string", in: "\"a\x01b\"", wantErr: ""},
-		{name: "raw newline in string", in: "\"a\nb\"", wantErr: ""},
-		{name: "bad escape", in: `"\x41"`, wantErr: ""},
-		{name: "short unicode escape", in: `"\u12"`, wantErr: ""},
+		{name: "raw control char in string", in: "\"a\x01b\"", wantErr: "malformed at byte 3"},
+		{name: "raw newline in string", in: "\"a\nb\"", wantErr: "malformed at byte 3"},
+		{name: "bad escape", in: `"\x41"`, wantErr: "malformed"},
+		{name: "short unicode escape", in: `"\u12"`, wantErr: "malformed"},
 		{name: "TRUE", in: `TRUE`, wantErr: "malformed"},
 		{name: "undefined", in: `undefined`, wantErr: "malformed"},
 		{name: "escaped NUL is data", in: `"a\u0000b"`, want: "a\x00b"},
 	})
-	for _, in := range []string{`"abc`, "\"a\x01b\"", "\"a\nb\"", `"\x41"`, `"\u12"`} {
-		if _, err := ParseJSON([]byte(in)); err == nil {
-			t.Errorf("ParseJSON(%q) accepted it", in)
-		}
-	}
 }
 
 // nest is depth levels of open (object members named "a"), then close.
@@ -232,23 +224,18 @@ func TestParseJSONNumbers(t *testing.T) {
 		{name: "1e400 refused", in: `1e400`, wantErr: "number out of range"},
 		{name: "-1e400 refused", in: `-1e400`, wantErr: "number out of range"},
 		{name: "huge integer literal", in: "1" + strings.Repeat("0", 400), wantErr: "number out of range"},
-		{name: "leading zero", in: `01`, wantErr: ""},
+		{name: "leading zero", in: `01`, wantErr: "data after its value"},
 		{name: "leading zero in array", in: `[01]`, wantErr: "malformed"},
 		{name: "plus", in: `+1`, wantErr: "malformed"},
 		{name: "leading dot", in: `.5`, wantErr: "malformed"},
-		{name: "trailing dot", in: `5.`, wantErr: ""},
+		{name: "trailing dot", in: `5.`, wantErr: "ends too early"},
 		{name: "NaN", in: `NaN`, wantErr: "malformed"},
 		{name: "Infinity", in: `Infinity`, wantErr: "malformed"},
-		{name: "-Infinity", in: `-Infinity`, wantErr: ""},
-		{name: "hex", in: `0x10`, wantErr: ""},
-		{name: "bare exponent", in: `1e`, wantErr: ""},
+		{name: "-Infinity", in: `-Infinity`, wantErr: "malformed"},
+		{name: "hex", in: `0x10`, wantErr: "data after its value"},
+		{name: "bare exponent", in: `1e`, wantErr: "ends too early"},
 		{name: "in object", in: `{"amount":100,"rate":0.5}`, want: map[string]any{"amount": int64(100), "rate": 0.5}},
 	})
-	for _, in := range []string{`01`, `5.`, `-Infinity`, `0x10`, `1e`} {
-		if _, err := ParseJSON([]byte(in)); err == nil {
-			t.Errorf("ParseJSON(%q) accepted it", in)
-		}
-	}
 }
 
 func TestParseJSONBOMAndEmpty(t *testing.T) {
