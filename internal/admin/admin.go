@@ -19,6 +19,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/http/pprof"
 	"strings"
 	"time"
 
@@ -167,6 +168,11 @@ func (a *API) routes() {
 	if a.Metrics != nil {
 		m.Handle("GET /metrics", promhttp.HandlerFor(a.Metrics.Registry, promhttp.HandlerOpts{}))
 	}
+	// Go's profiler, for operators chasing latency: admin role only (a
+	// heap profile holds memory contents, secrets included).
+	m.Handle("/debug/pprof/", a.adminOnly(http.HandlerFunc(pprof.Index)))
+	m.Handle("/debug/pprof/profile", a.adminOnly(http.HandlerFunc(pprof.Profile)))
+	m.Handle("/debug/pprof/trace", a.adminOnly(http.HandlerFunc(pprof.Trace)))
 	for p, h := range a.Extra {
 		m.Handle(p, h)
 	}
@@ -256,6 +262,19 @@ func (a *API) refused(c *call) {
 	if err := a.Audit.Record(ctx, s, c.end()); err != nil {
 		a.Logger.Error("a refused admin call could not be recorded in the audit log", "request_id", c.rid, "err", err)
 	}
+}
+
+// adminOnly lets through requests with an admin-role token.
+func (a *API) adminOnly(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c := &call{w: w, r: r, rid: newID(), start: time.Now()}
+		if err := a.authorize(c, true); err != nil {
+			ae := err.(*apiError)
+			writeErr(w, ae.status, ae.code, ae.message, c.rid)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
 }
 
 func newID() string {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"sync"
 	"time"
 
@@ -266,7 +267,13 @@ func (w *Writer) loop() {
 				stopping = true
 			}
 		}
-		// Drain whatever else is pending: this is the group commit.
+		// Let the goroutines that are ready to run hand in their events
+		// first (on one core, the writer would otherwise take the first
+		// event alone while the rest wait to be scheduled): a yield, not a
+		// delay. Then drain whatever is pending: this is the group commit.
+		if len(batch) > 0 {
+			runtime.Gosched()
+		}
 	drain:
 		for len(batch) < w.opt.MaxBatch*4 {
 			select {

@@ -11,7 +11,7 @@
 // are measured in the same conditions.
 //
 //	go run ./tools/bench run                # the full comparison
-//	go run ./tools/bench run -rounds 5 -duration 10s -scenarios small,sse
+//	go run ./tools/bench run -rounds 5 -duration 10s -scenarios max,sse
 //
 // Subcommands upstream, baseline and load are what `run` starts; they can
 // be used by hand too.

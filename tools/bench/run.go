@@ -169,9 +169,11 @@ func runCmd(args []string) error {
 	keep := fs.Bool("keep", false, "keep the temp folder (server logs)")
 	fs.Parse(args)
 
-	if _, err := exec.LookPath("taskset"); err == nil && runtime.NumCPU() >= 2 {
+	if os.Getenv("BENCH_PINNED") != "" {
+		pinned = true // this is the re-run, pinned to core 1 (so it sees one CPU)
+	} else if _, err := exec.LookPath("taskset"); err == nil && runtime.NumCPU() >= 2 {
 		pinned = true
-		if os.Getenv("BENCH_PINNED") == "" {
+		{
 			// Re-run this process (the load generator) pinned to core 1.
 			exe, _ := os.Executable()
 			cmd := exec.Command("taskset", append([]string{"-c", "1", exe, "run"}, args...)...)

@@ -17,26 +17,10 @@ func (s *Store) AppendAudit(ctx context.Context, batch []store.AuditEvent) error
 		return nil
 	}
 	return s.tx(ctx, false, func(t *sql.Tx) error {
-		ins, err := t.PrepareContext(ctx, `INSERT INTO audit_events (node, seq, record_id, kind, data, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?)`)
-		if err != nil {
-			return err
-		}
-		defer ins.Close()
-		idx, err := t.PrepareContext(ctx, `INSERT INTO audit_records (id, time, node, proxy, agent, token_id, method, path, decision, reason, rule, status, latency_ms, complete)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
-		if err != nil {
-			return err
-		}
-		defer idx.Close()
-		// An end's empty decision, reason or rule means "unchanged" (as in
-		// audit.Merge), so that the index agrees with the merged record.
-		end, err := t.PrepareContext(ctx, `UPDATE audit_records SET decision = COALESCE(NULLIF(?, ''), decision),
-			reason = COALESCE(NULLIF(?, ''), reason), rule = COALESCE(NULLIF(?, ''), rule),
-			status = ?, latency_ms = ?, complete = 1 WHERE id = ?`)
-		if err != nil {
-			return err
-		}
-		defer end.Close()
+		// The statements are prepared once on the write connection
+		// (sqlite.Open): re-parsing SQL for every small batch cost more
+		// than the inserts themselves.
+		ins, idx, end := t.StmtContext(ctx, s.insEvent), t.StmtContext(ctx, s.insRecord), t.StmtContext(ctx, s.updEnd)
 		for i := range batch {
 			e := &batch[i]
 			if _, err := ins.ExecContext(ctx, e.Node, e.Seq, e.RecordID, e.Kind, e.Data, e.PrevHash, e.Hash); err != nil {
@@ -58,6 +42,15 @@ func (s *Store) AppendAudit(ctx context.Context, batch []store.AuditEvent) error
 		return nil
 	})
 }
+
+const (
+	sqlInsEvent  = `INSERT INTO audit_events (node, seq, record_id, kind, data, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?)`
+	sqlInsRecord = `INSERT INTO audit_records (id, time, node, proxy, agent, token_id, method, path, decision, reason, rule, status, latency_ms, complete)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+	// An end event's empty decision, reason or rule leaves the start's.
+	sqlUpdEnd = `UPDATE audit_records SET decision = COALESCE(NULLIF(?, ''), decision), reason = COALESCE(NULLIF(?, ''), reason),
+			rule = COALESCE(NULLIF(?, ''), rule), status = ?, latency_ms = ?, complete = 1 WHERE id = ?`
+)
 
 // ChainHead implements store.Audit.
 func (s *Store) ChainHead(ctx context.Context, node string) (store.ChainHead, error) {

@@ -38,6 +38,8 @@ type Store struct {
 	w    *sql.DB // one connection: every write
 	r    *sql.DB // readers
 	path string
+
+	insEvent, insRecord, updEnd *sql.Stmt // the audit writer's statements
 }
 
 var _ store.Store = (*Store)(nil)
@@ -80,7 +82,7 @@ func Open(ctx context.Context, path string, opt Options) (*Store, error) {
 	}
 	base := "file:" + (&url.URL{Path: path}).EscapedPath() +
 		"?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(" + sync + ")" +
-		"&_pragma=foreign_keys(ON)&_time_format=sqlite"
+		"&_pragma=foreign_keys(ON)&_pragma=cache_size(-65536)&_pragma=temp_store(MEMORY)&_time_format=sqlite"
 	w, err := sql.Open("sqlite", base+"&_txlock=immediate")
 	if err != nil {
 		return nil, err
@@ -104,6 +106,15 @@ func Open(ctx context.Context, path string, opt Options) (*Store, error) {
 	if err := s.migrate(ctx); err != nil {
 		s.Close()
 		return nil, err
+	}
+	for _, p := range []struct {
+		st  **sql.Stmt
+		sql string
+	}{{&s.insEvent, sqlInsEvent}, {&s.insRecord, sqlInsRecord}, {&s.updEnd, sqlUpdEnd}} {
+		if *p.st, err = w.PrepareContext(ctx, p.sql); err != nil {
+			s.Close()
+			return nil, err
+		}
 	}
 	return s, nil
 }
