@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httputil"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -37,6 +38,7 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, x *exchange, b
 	ctx, cancel := context.WithTimeout(context.WithValue(r.Context(), ctxKey{}, x), time.Duration(p.Spec.Timeouts.Total))
 	defer cancel()
 	sw := &statusWriter{ResponseWriter: w, head: r.Method == http.MethodHead}
+	x.sw = sw
 	defer func() {
 		// ReverseProxy aborts a response that fails mid-stream by
 		// panicking with http.ErrAbortHandler: record it, then let the
@@ -45,7 +47,7 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, x *exchange, b
 		if rec != nil && x.failure == nil {
 			x.failure = &refusal{status: sw.status, reason: "upstream_aborted", message: "the response was cut off"}
 		}
-		g.finish(r, x, sw)
+		g.finish(r, x, sw, rec != nil)
 		if rec != nil {
 			panic(rec)
 		}
@@ -55,7 +57,7 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, x *exchange, b
 
 // finish commits the end of the record (in sync mode, before the handler
 // returns and the response ends).
-func (g *Gateway) finish(r *http.Request, x *exchange, sw *statusWriter) {
+func (g *Gateway) finish(r *http.Request, x *exchange, sw *statusWriter, aborted bool) {
 	p := x.proxy
 	e := &x.end
 	e.Status = sw.status
@@ -88,6 +90,9 @@ func (g *Gateway) finish(r *http.Request, x *exchange, sw *statusWriter) {
 	defer cancel()
 	if err := g.Audit.Finish(ctx, x.rid, e); err != nil && !errors.Is(err, audit.ErrUnavailable) {
 		g.Logger.Warn("audit end record not yet committed", "request_id", x.rid, "err", err)
+	}
+	if !aborted {
+		sw.release()
 	}
 	g.observe(x, e.Status, e.Decision)
 }
@@ -224,6 +229,9 @@ func (g *Gateway) modifyResponse(res *http.Response) error {
 		// as soon as the transport has read them.
 		body = &trailerScrubber{ReadCloser: sr, res: res, set: p.Scrub}
 	}
+	if res.ContentLength >= 0 && res.ContentLength <= holdLimit && x.sw != nil {
+		x.sw.hold = true
+	}
 	if res.Request.Method != http.MethodHead && res.StatusCode != http.StatusNoContent && res.StatusCode != http.StatusNotModified {
 		// Every body goes to the agent chunked: scrubbing may change its
 		// length, and the final chunk is written only after the handler
@@ -289,41 +297,101 @@ func (g *Gateway) proxyError(w http.ResponseWriter, r *http.Request, err error) 
 	writeError(w, f.status, f.code(), f.message, "")
 }
 
-// statusWriter records the status and the bytes written, and keeps
-// Flush and the rest reachable through Unwrap (http.ResponseController).
+// statusWriter records the status and the bytes written, keeps Flush and
+// the rest reachable through Unwrap (http.ResponseController), and can
+// hold a small response back until the audit record has ended.
+//
+// Holding: a response whose upstream length is known and small is kept in
+// memory (after scrubbing and filters) and written in one piece, with its
+// exact Content-Length, once finish has committed the end of its record —
+// the response cannot end before its record does (SPEC §6 sync
+// durability), and the agent gets one write instead of a chunked stream.
+// Bodyless responses (HEAD, 204, 304) are held the same way. Anything
+// longer than holdLimit, or of unknown length, streams chunked and each
+// write is flushed at once; the final chunk still goes out only after the
+// handler returns, that is after the commit.
 type statusWriter struct {
 	http.ResponseWriter
 	status int
 	n      int64
-	head   bool // the request is HEAD: the response has no body
+	head   bool // a HEAD request: the upstream's Content-Length stays
+	hold   bool
+	held   bytes.Buffer
 }
 
+// holdLimit bounds a held response.
+const holdLimit = 64 << 10
+
 func (s *statusWriter) WriteHeader(code int) {
-	if s.status == 0 || s.status < 200 {
+	if code >= 100 && code < 200 && code != http.StatusSwitchingProtocols {
+		s.ResponseWriter.WriteHeader(code) // informational: pass on at once
+		return
+	}
+	if s.status == 0 {
 		s.status = code
 	}
-	s.ResponseWriter.WriteHeader(code)
+	if code == http.StatusNoContent || code == http.StatusNotModified || s.head {
+		s.hold = true
+	}
+	if !s.hold {
+		s.ResponseWriter.WriteHeader(code)
+	}
 }
 
 func (s *statusWriter) Write(b []byte) (int, error) {
 	if s.status == 0 {
-		s.status = http.StatusOK
+		s.WriteHeader(http.StatusOK)
+	}
+	if s.hold {
+		if s.held.Len()+len(b) <= holdLimit {
+			s.n += int64(len(b))
+			return s.held.Write(b)
+		}
+		// Longer than announced (a filter or an upstream that lied):
+		// stream from here on.
+		s.hold = false
+		h := s.ResponseWriter.Header()
+		h.Del("Content-Length")
+		s.ResponseWriter.WriteHeader(s.status)
+		if _, err := s.ResponseWriter.Write(s.held.Bytes()); err != nil {
+			return 0, err
+		}
+		s.held = bytes.Buffer{}
 	}
 	n, err := s.ResponseWriter.Write(b)
 	s.n += int64(n)
 	return n, err
 }
 
-// Flush flushes, except for a response without a body (HEAD, 204, 304):
-// there the flush of the header would end the response before the
-// handler returns, that is before the audit record's completion is
-// committed (SPEC §6 sync durability). Unflushed, the header goes out when
-// the handler returns, after the commit; there is no body to stream.
+// Flush flushes a streamed response; a held one has nothing to flush.
 func (s *statusWriter) Flush() {
-	if s.head || s.status == http.StatusNoContent || s.status == http.StatusNotModified {
+	if s.hold {
 		return
 	}
 	http.NewResponseController(s.ResponseWriter).Flush()
+}
+
+// release writes a held response (after the record's end is committed).
+func (s *statusWriter) release() {
+	if !s.hold {
+		return
+	}
+	s.hold = false
+	h := s.ResponseWriter.Header()
+	switch {
+	case s.head:
+	case s.status == http.StatusNoContent || s.status == http.StatusNotModified:
+		h.Del("Content-Length")
+	default:
+		h.Set("Content-Length", strconv.Itoa(s.held.Len()))
+	}
+	if s.status == 0 {
+		s.status = http.StatusOK
+	}
+	s.ResponseWriter.WriteHeader(s.status)
+	if s.held.Len() > 0 {
+		s.ResponseWriter.Write(s.held.Bytes())
+	}
 }
 
 func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }

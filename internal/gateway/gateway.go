@@ -106,6 +106,7 @@ type exchange struct {
 	reqTap   *tap
 	respTap  *tap
 	respType string
+	sw       *statusWriter
 	scrub    interface{ Replaced() int }
 	upAt     time.Time // when the request left for the upstream
 	upHdr    time.Duration
