@@ -82,6 +82,7 @@ func (g *Gateway) finish(r *http.Request, x *exchange, sw *statusWriter, aborted
 	if x.scrub != nil {
 		e.Scrubbed = x.scrub.Replaced()
 	}
+	g.chargeUsage(x)
 	if f := x.failure; f != nil {
 		e.Decision, e.Reason, e.Error = audit.Error, f.reason, f.message
 	}
@@ -215,6 +216,10 @@ func (g *Gateway) modifyResponse(res *http.Response) error {
 	capMax := p.Spec.Capture.MaxBytes + int64(max(p.Redact.MaxSecretLen(), maxTokenLen))
 	x.respTap = newTap(res.Body, capMax, p.Spec.Capture.ResponseBody)
 	var body io.ReadCloser = x.respTap
+	if len(x.sumQuotas) > 0 && res.Request.Method != http.MethodHead {
+		x.usage = newUsageTap(body, x.respType, x.sumQuotas)
+		body = x.usage
+	}
 	body, err := g.filterResponse(res, x, body)
 	if err != nil {
 		return err

@@ -26,6 +26,7 @@ import (
 	"github.com/keyhole-gw/keyhole/internal/httpfront"
 	"github.com/keyhole-gw/keyhole/internal/metrics"
 	"github.com/keyhole-gw/keyhole/internal/policy"
+	"github.com/keyhole-gw/keyhole/internal/quota"
 	"github.com/keyhole-gw/keyhole/internal/rules"
 	"github.com/keyhole-gw/keyhole/internal/store"
 	"github.com/keyhole-gw/keyhole/internal/token"
@@ -53,6 +54,9 @@ type Options struct {
 	Ready func(context.Context) error
 	// BodyIdleTimeout cuts off a client that stops sending its body.
 	BodyIdleTimeout time.Duration
+	// Quotas holds the per-agent budgets (nil: quotas are not enforced —
+	// only tests leave it out).
+	Quotas *quota.Tracker
 }
 
 // Gateway is the agent-facing http.Handler.
@@ -107,6 +111,10 @@ type exchange struct {
 	respTap  *tap
 	respType string
 	sw       *statusWriter
+	// sumQuotas are charged once the response tells how much; usage
+	// reads it from the response.
+	sumQuotas []sumQuota
+	usage     *usageTap
 	scrub    interface{ Replaced() int }
 	upAt     time.Time // when the request left for the upstream
 	upHdr    time.Duration
@@ -251,6 +259,10 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h := http.Header{"Retry-After": {strconv.Itoa(secs)}}
 		g.refuse(w, r, x, &refusal{status: http.StatusTooManyRequests, reason: "rate_limited", rule: x.decision.Rule, header: h,
 			message: fmt.Sprintf("rule %s allows no more requests now; retry after %d s", x.decision.Rule, secs)})
+		return
+	}
+	if f := g.takeQuotas(x); f != nil {
+		g.refuse(w, r, x, f)
 		return
 	}
 	// Step 7: the start record, committed before anything is forwarded.

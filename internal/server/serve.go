@@ -24,6 +24,7 @@ import (
 	"github.com/keyhole-gw/keyhole/internal/httpfront"
 	"github.com/keyhole-gw/keyhole/internal/metrics"
 	"github.com/keyhole-gw/keyhole/internal/netguard"
+	"github.com/keyhole-gw/keyhole/internal/quota"
 	"github.com/keyhole-gw/keyhole/internal/rules"
 	"github.com/keyhole-gw/keyhole/internal/store"
 	"github.com/keyhole-gw/keyhole/internal/store/sqlite"
@@ -45,6 +46,7 @@ type Node struct {
 	m       *metrics.Metrics
 	cat     *catalog.Catalog
 	aw      *audit.Writer
+	quotas  *quota.Tracker
 	gw      *http.Server
 	adm     *http.Server
 	gwLn    net.Listener
@@ -117,6 +119,10 @@ func (n *Node) open(ctx context.Context) error {
 	n.cat, err = catalog.New(ctx, catalog.Options{Store: n.st, Master: n.master, Guard: guard, Limits: rules.NewLimits(),
 		Logger: n.log, Metrics: n.m})
 	if err != nil {
+		return err
+	}
+	qs, _ := n.st.(quota.Store)
+	if n.quotas, err = quota.New(ctx, qs, n.log); err != nil {
 		return err
 	}
 	n.aw, err = audit.NewWriter(ctx, n.st, audit.Options{Node: n.nodeID, Async: cfg.AuditDurability == "async",
@@ -326,7 +332,7 @@ func (n *Node) serve(ctx context.Context) error {
 	}
 	guard := httpfront.NewListener(n.gwLn, httpfront.Options{MaxHeaderBytes: MaxHeaderBytes}).(*httpfront.Listener)
 	gw := gateway.New(gateway.Options{Catalog: n.cat, Audit: n.aw, Store: n.st, Guard: guard, HostSuffix: cfg.HostSuffix,
-		Node: n.nodeID, Logger: n.log, Metrics: n.m, Ready: n.ready})
+		Node: n.nodeID, Logger: n.log, Metrics: n.m, Ready: n.ready, Quotas: n.quotas})
 	api := admin.New(admin.Options{Store: n.st, Catalog: n.cat, Audit: n.aw, Master: n.master, Node: n.nodeID,
 		Logger: n.log, Metrics: n.m})
 	errLog := slog.NewLogLogger(n.log.Handler(), slog.LevelDebug)
@@ -416,6 +422,9 @@ func (n *Node) shutdown() error {
 }
 
 func (n *Node) close() {
+	if n.quotas != nil {
+		n.quotas.Close()
+	}
 	if n.aw != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		if err := n.aw.Close(ctx); err != nil {
