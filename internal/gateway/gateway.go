@@ -115,11 +115,11 @@ type exchange struct {
 	// reads it from the response.
 	sumQuotas []sumQuota
 	usage     *usageTap
-	scrub    interface{ Replaced() int }
-	upAt     time.Time // when the request left for the upstream
-	upHdr    time.Duration
-	sent     bool // the request reached the upstream
-	failure  *refusal
+	scrub     interface{ Replaced() int }
+	upAt      time.Time // when the request left for the upstream
+	upHdr     time.Duration
+	sent      bool // the request reached the upstream
+	failure   *refusal
 }
 
 type ctxKey struct{}
