@@ -3,6 +3,7 @@ package scrub
 import (
 	"errors"
 	"io"
+	"sync"
 	"sync/atomic"
 )
 
@@ -77,12 +78,29 @@ func Replaced(r io.Reader) int {
 // record. It may be called concurrently with Read.
 func (r *Reader) Replaced() int { return int(r.replaced.Load()) }
 
-// Close closes the source if it is an io.Closer.
+// Close closes the source if it is an io.Closer, and gives the read
+// buffer back to the pool (a Reader is not read after Close).
 func (r *Reader) Close() error {
+	if r.buf != nil {
+		b := r.buf[:0]
+		r.buf, r.pend = nil, nil
+		bufPool.Put(&b)
+	}
 	if c, ok := r.src.(io.Closer); ok {
 		return c.Close()
 	}
 	return nil
+}
+
+// bufPool recycles read buffers: one per stream, and most responses are
+// small, so allocating 32 KiB for each was most of a request's garbage.
+var bufPool = sync.Pool{}
+
+func getBuf(n int) []byte {
+	if p, ok := bufPool.Get().(*[]byte); ok && cap(*p) >= n {
+		return (*p)[:n]
+	}
+	return make([]byte, n, max(n, 64<<10))
 }
 
 // Read implements io.Reader as described on Reader.
@@ -107,7 +125,7 @@ func (r *Reader) Read(p []byte) (int, error) {
 			return 0, err
 		}
 		if r.buf == nil {
-			r.buf = make([]byte, r.set.maxLen-1+readSize)
+			r.buf = getBuf(r.set.maxLen - 1 + readSize)
 		}
 		// pend is empty, so nothing refers to the front of buf any more.
 		copy(r.buf, r.buf[r.tailOff:r.tailOff+r.held])
