@@ -221,8 +221,8 @@ func TestVerifyFindsTampering(t *testing.T) {
 				tamper(t, db, `UPDATE audit_events SET data = ?, hash = ? WHERE node = 'n1' AND seq = 8`, data, audit.Link(prev, data))
 			},
 			heads: true,
-			want: audit.VerifyResult{Node: "n1", Seq: 8,
-				Reason: "the last link of node n1 is not the one written: the tail was rewritten"},
+			want: audit.VerifyResult{FirstBad: recID(6), Node: "n1", Seq: 8,
+				Reason: "link 8 of node n1 is not the one written: the chain was rewritten from there on"},
 		},
 		{
 			name: "delete the whole chain, with heads",

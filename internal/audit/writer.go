@@ -40,8 +40,18 @@ type Options struct {
 	// RetryBuffer bounds the events kept for retry while the store is
 	// failing, in open mode (default 100000).
 	RetryBuffer int
-	Logger      *slog.Logger
-	Metrics     *metrics.Metrics
+	// CheckpointKey authenticates the chain head recorded with every
+	// batch (store heads table) and in CheckpointFile:
+	// master.DeriveKey(CheckpointPurpose). Without it no head is recorded,
+	// and a truncated tail cannot be detected (tests only).
+	CheckpointKey []byte
+	// CheckpointFile is this node's checkpoint file
+	// (<data dir>/audit-checkpoint): its last committed link, rewritten at
+	// most once a second and on Close. Empty: no file (the heads table
+	// alone). Needs CheckpointKey.
+	CheckpointFile string
+	Logger         *slog.Logger
+	Metrics        *metrics.Metrics
 }
 
 // Writer is the node's single audit writer. Callers hand it events; one
@@ -63,10 +73,22 @@ type Writer struct {
 	mu      sync.Mutex
 	healthy bool
 	lastErr time.Time
+	// the last committed link (for the checkpoint file)
+	cseq  int64
+	chash []byte
 
 	// chain head, owned by the loop goroutine
 	seq  int64
 	head []byte
+	// initial: events to commit before any other (gap events found at
+	// start), handed to the loop.
+	initial []*pending
+
+	// the checkpoint file's writer goroutine
+	ckStop    chan struct{}
+	ckDone    chan struct{}
+	ckWritten int64 // the seq in the file; owned by the checkpoint goroutine, then Close
+	ckFailing bool
 }
 
 type pending struct {
@@ -74,6 +96,7 @@ type pending struct {
 	queued    time.Time
 	done      chan error // nil when nobody waits
 	droppable bool       // a start or refusal: may be failed fast while the store is down
+	must      bool       // the caller must know whether it was committed (a cut): never kept for retry once answered
 }
 
 // NewWriter reads the node's chain head and starts the writer.
@@ -98,12 +121,78 @@ func NewWriter(ctx context.Context, st store.Audit, opt Options) (*Writer, error
 		return nil, fmt.Errorf("cannot read the audit chain head: %w", err)
 	}
 	w := &Writer{st: st, opt: opt, log: opt.Logger, m: opt.Metrics, q: make(chan *pending, opt.QueueSize),
-		stop: make(chan struct{}), done: make(chan struct{}), healthy: true, seq: h.Seq, head: h.Hash}
+		stop: make(chan struct{}), done: make(chan struct{}), healthy: true, seq: h.Seq, head: h.Hash,
+		cseq: h.Seq, chash: h.Hash, ckWritten: -1}
 	if w.head == nil {
 		w.head = Genesis
 	}
+	if opt.CheckpointKey != nil {
+		// A checkpoint ahead of (or different from) the chain means links
+		// were lost while the node was down. Refusing to start would trade
+		// availability for nothing: the links are gone either way. The
+		// node continues the chain from what is there, and its first new
+		// link is a "gap" event that names what it expected and what it
+		// found, so verify reports the loss for as long as that link is
+		// kept.
+		gaps, err := w.startupGaps(ctx, h)
+		if err != nil {
+			return nil, err
+		}
+		for _, g := range gaps {
+			w.initial = append(w.initial, &pending{ev: g, queued: time.Now()})
+		}
+		if len(gaps) > 0 {
+			// Leave the file as it is until the gap is committed: it is
+			// the evidence.
+			w.ckWritten = h.Seq
+		}
+	}
 	go w.loop()
+	if opt.CheckpointKey != nil && opt.CheckpointFile != "" {
+		removeStaleTemps(opt.CheckpointFile)
+		w.ckStop, w.ckDone = make(chan struct{}), make(chan struct{})
+		go w.checkpointLoop()
+	}
 	return w, nil
+}
+
+// checkpointLoop rewrites the checkpoint file when the chain has moved,
+// at most once per checkpointEvery, off the commit path.
+func (w *Writer) checkpointLoop() {
+	defer close(w.ckDone)
+	t := time.NewTicker(checkpointEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			w.checkpoint()
+		case <-w.ckStop:
+			return
+		}
+	}
+}
+
+// checkpoint writes the last committed link to the checkpoint file if it
+// changed since the last write.
+func (w *Writer) checkpoint() {
+	w.mu.Lock()
+	seq, hash := w.cseq, w.chash
+	w.mu.Unlock()
+	if seq == 0 || seq == w.ckWritten {
+		return
+	}
+	if err := writeCheckpoint(w.opt.CheckpointFile, w.opt.CheckpointKey, w.opt.Node, seq, hash, time.Now()); err != nil {
+		if !w.ckFailing {
+			w.log.Error("cannot write the audit checkpoint file; a truncation of the chain while the node is down may go unnoticed", "file", w.opt.CheckpointFile, "err", err)
+		}
+		w.ckFailing = true
+		return
+	}
+	if w.ckFailing {
+		w.log.Info("the audit checkpoint file is written again", "file", w.opt.CheckpointFile)
+	}
+	w.ckFailing = false
+	w.ckWritten = seq
 }
 
 // Node is the chain this writer appends to.
@@ -129,7 +218,7 @@ func (w *Writer) Record(ctx context.Context, s *Start, e *End) error {
 	}
 	x := s.index()
 	x.Status, x.LatencyMS, x.Complete = e.Status, round3(e.LatencyMS), true
-	return w.submit(ctx, store.AuditEvent{Node: w.opt.Node, RecordID: s.ID, Kind: "record", Data: data, Index: x}, true)
+	return w.submit(ctx, store.AuditEvent{Node: w.opt.Node, RecordID: s.ID, Kind: "record", Data: data, Index: x}, true, false)
 }
 
 // Begin writes the start of a forwarded request's record; in sync mode the
@@ -139,7 +228,7 @@ func (w *Writer) Begin(ctx context.Context, s *Start) error {
 	if err != nil {
 		return err
 	}
-	return w.submit(ctx, store.AuditEvent{Node: w.opt.Node, RecordID: s.ID, Kind: "start", Data: data, Index: s.index()}, true)
+	return w.submit(ctx, store.AuditEvent{Node: w.opt.Node, RecordID: s.ID, Kind: "start", Data: data, Index: s.index()}, true, false)
 }
 
 // Finish writes the end of a forwarded request's record. In sync mode it
@@ -153,12 +242,20 @@ func (w *Writer) Finish(ctx context.Context, id string, e *End) error {
 	}
 	x := store.LogIndex{ID: id, Decision: e.Decision, Reason: e.Reason, Rule: e.Rule, Status: e.Status,
 		LatencyMS: round3(e.LatencyMS), Complete: true}
-	return w.submit(ctx, store.AuditEvent{Node: w.opt.Node, RecordID: id, Kind: "end", Data: data, Index: x}, false)
+	return w.submit(ctx, store.AuditEvent{Node: w.opt.Node, RecordID: id, Kind: "end", Data: data, Index: x}, false, false)
 }
 
-func (w *Writer) submit(ctx context.Context, ev store.AuditEvent, droppable bool) error {
-	p := &pending{ev: ev, queued: time.Now(), droppable: droppable}
-	wait := !w.opt.Async
+// appendMust appends an event of the writer's own (a cut) and returns once
+// it is committed, or with the reason it was not, whatever the durability
+// and failure modes: the caller acts on the commit.
+func (w *Writer) appendMust(ctx context.Context, ev store.AuditEvent) error {
+	ev.Node = w.opt.Node
+	return w.submit(ctx, ev, true, true)
+}
+
+func (w *Writer) submit(ctx context.Context, ev store.AuditEvent, droppable, must bool) error {
+	p := &pending{ev: ev, queued: time.Now(), droppable: droppable, must: must}
+	wait := !w.opt.Async || must
 	// The loop sets p.done to nil once it has answered: keep our own copy
 	// of the channel so that we never read the field after handing p over
 	// (a data race, and a nil channel to wait on forever).
@@ -169,7 +266,7 @@ func (w *Writer) submit(ctx context.Context, ev store.AuditEvent, droppable bool
 	}
 	// In async mode nobody waits for the commit, so fail-closed is decided
 	// here: while the store is failing, no new request is let through.
-	if w.opt.Async && !w.opt.FailOpen && droppable && !w.Healthy() {
+	if (w.opt.Async && !w.opt.FailOpen || must) && droppable && !w.Healthy() {
 		return ErrUnavailable
 	}
 	// The gate makes Close wait for submissions in flight: an event that
@@ -193,7 +290,7 @@ func (w *Writer) submit(ctx context.Context, ev store.AuditEvent, droppable bool
 	}
 	select {
 	case err := <-done:
-		if err != nil && w.opt.FailOpen {
+		if err != nil && w.opt.FailOpen && !must {
 			return nil // kept for retry; open mode lets the request proceed
 		}
 		return err
@@ -212,12 +309,20 @@ func (w *Writer) Close(ctx context.Context) error {
 	if !already {
 		close(w.stop)
 	}
+	var err error
 	select {
 	case <-w.done:
-		return nil
 	case <-ctx.Done():
-		return fmt.Errorf("audit events still queued at shutdown: %w", ctx.Err())
+		err = fmt.Errorf("audit events still queued at shutdown: %w", ctx.Err())
 	}
+	if w.ckStop != nil && !already {
+		// The last committed link goes to the file now, not up to a
+		// second later: a clean stop leaves no window.
+		close(w.ckStop)
+		<-w.ckDone
+		w.checkpoint()
+	}
+	return err
 }
 
 // backoff bounds how often a failing store is retried.
@@ -235,7 +340,8 @@ const (
 // itself when it recovers.
 func (w *Writer) loop() {
 	defer close(w.done)
-	var retry []*pending // events that must not be lost, oldest first
+	retry := w.initial // events that must not be lost, oldest first
+	w.initial = nil
 	backoff := time.Duration(0)
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
@@ -253,6 +359,9 @@ func (w *Writer) loop() {
 	fail := func() {
 		backoff = min(max(backoff*2, minBackoff), maxBackoff)
 		arm(backoff)
+	}
+	if len(retry) > 0 {
+		arm(0) // commit the initial events without waiting for a caller's
 	}
 	stopping := false
 	for {
@@ -362,7 +471,7 @@ func (w *Writer) failFast(ps []*pending) []*pending {
 		if p.done != nil {
 			p.done <- ErrUnavailable
 			p.done = nil
-			refused = !w.opt.FailOpen
+			refused = !w.opt.FailOpen || p.must
 		}
 		if p.droppable && refused {
 			continue
@@ -397,6 +506,11 @@ func (w *Writer) commit(batch []*pending) error {
 			oldest = p.queued
 		}
 	}
+	if k := w.opt.CheckpointKey; k != nil {
+		// The node's head, in the batch's own transaction.
+		last := &evs[len(evs)-1]
+		last.HeadMAC = HeadMAC(k, w.opt.Node, last.Seq, last.Hash)
+	}
 	w.m.AuditLag.Set(start.Sub(oldest).Seconds())
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	err := w.st.AppendAudit(ctx, evs)
@@ -417,6 +531,7 @@ func (w *Writer) commit(batch []*pending) error {
 		w.log.Info("audit store recovered")
 	}
 	w.healthy = true
+	w.cseq, w.chash = seq, head
 	w.mu.Unlock()
 	w.seq, w.head = seq, head
 	w.m.AuditRecords.Add(float64(len(batch)))

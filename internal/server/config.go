@@ -63,6 +63,7 @@ func (c *Config) Bind(fs *pflag.FlagSet) {
 	str(&c.NodeID, "node-id", "KEYHOLE_NODE_ID", "", "this node's name in the audit log (default: generated once and kept in the data folder)")
 	str(&c.AuditDurability, "audit-durability", "KEYHOLE_AUDIT_DURABILITY", "sync", "sync: a request is forwarded only after its record is committed; async: records are written behind (a crash can lose the last ones)")
 	str(&c.AuditFailure, "audit-failure", "KEYHOLE_AUDIT_FAILURE", "closed", "closed: requests get 503 while records cannot be committed; open: requests proceed and records wait in memory for the store")
+	str(&c.AuditRetention, "audit-retention", "KEYHOLE_AUDIT_RETENTION", "", "delete this node's audit records older than this (e.g. 90d or 720h: a Go duration, or days with d), at start and then every hour; the chain records each cut (default: keep all)")
 	str(&c.HostSuffix, "host-suffix", "KEYHOLE_HOST_SUFFIX", "", "route by Host: {proxy}SUFFIX goes to that proxy with its whole path (e.g. .gw.example.com)")
 	str(&c.LogLevel, "log-level", "KEYHOLE_LOG_LEVEL", "info", "debug, info, warn or error")
 	str(&c.LogFormat, "log-format", "KEYHOLE_LOG_FORMAT", "text", "text or json")

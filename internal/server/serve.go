@@ -53,6 +53,8 @@ type Node struct {
 	admLn   net.Listener
 	nodeID  string
 	notices []string
+	// stopRetention stops the audit retention loop and waits for it.
+	stopRetention func()
 }
 
 // Run starts a node and serves until ctx is done or SIGTERM/SIGINT, then
@@ -126,8 +128,38 @@ func (n *Node) open(ctx context.Context) error {
 		return err
 	}
 	n.aw, err = audit.NewWriter(ctx, n.st, audit.Options{Node: n.nodeID, Async: cfg.AuditDurability == "async",
-		FailOpen: cfg.AuditFailure == "open", Logger: n.log, Metrics: n.m})
-	return err
+		FailOpen: cfg.AuditFailure == "open", Logger: n.log, Metrics: n.m,
+		CheckpointKey:  n.master.DeriveKey(audit.CheckpointPurpose),
+		CheckpointFile: filepath.Join(cfg.DataDir, audit.CheckpointFileName)})
+	if err != nil {
+		return err
+	}
+	if cfg.AuditRetention != "" {
+		keep, err := ParseRetention(cfg.AuditRetention)
+		if err != nil {
+			return err
+		}
+		rctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		r := &audit.Retention{Writer: n.aw, Store: n.st, Keep: keep, Logger: n.log}
+		go func() {
+			defer close(done)
+			r.Run(rctx, time.Hour)
+		}()
+		n.stopRetention = func() { cancel(); <-done }
+	}
+	return nil
+}
+
+// chainHeads are the audit checkpoints that verify compares the chains
+// with (admin.Options.ChainHeads).
+func (n *Node) chainHeads(ctx context.Context) map[string]store.ChainHead {
+	h, err := n.aw.Checkpoints(ctx)
+	if err != nil {
+		n.log.Error("cannot read the audit checkpoints for verify", "err", err)
+		return map[string]store.ChainHead{n.nodeID: {Source: audit.SourceHeads, Invalid: "its checkpoints could not be read (see the node's log)"}}
+	}
+	return h
 }
 
 // masterKey reads KEYHOLE_MASTER_KEY or --master-key-file; with neither and
@@ -334,7 +366,7 @@ func (n *Node) serve(ctx context.Context) error {
 	gw := gateway.New(gateway.Options{Catalog: n.cat, Audit: n.aw, Store: n.st, Guard: guard, HostSuffix: cfg.HostSuffix,
 		Node: n.nodeID, Logger: n.log, Metrics: n.m, Ready: n.ready, Quotas: n.quotas})
 	api := admin.New(admin.Options{Store: n.st, Catalog: n.cat, Audit: n.aw, Master: n.master, Node: n.nodeID,
-		Logger: n.log, Metrics: n.m})
+		Logger: n.log, Metrics: n.m, ChainHeads: n.chainHeads})
 	errLog := slog.NewLogLogger(n.log.Handler(), slog.LevelDebug)
 	// DisableGeneralOptionsHandler: net/http otherwise answers "OPTIONS *"
 	// itself with 200, before the gateway (which refuses every target that
@@ -422,6 +454,9 @@ func (n *Node) shutdown() error {
 }
 
 func (n *Node) close() {
+	if n.stopRetention != nil {
+		n.stopRetention() // before the writer that it appends its cuts through
+	}
 	if n.quotas != nil {
 		n.quotas.Close()
 	}

@@ -184,14 +184,21 @@ type AuditEvent struct {
 	Node     string
 	Seq      int64
 	RecordID string
-	Kind     string // "record", "start", "end", "cut"
+	Kind     string // "record", "start", "end", "cut", "gap"
 	Data     []byte
 	PrevHash []byte
 	Hash     []byte
 	// Index: for "record" and "start" the record's index row; for "end",
 	// Status, LatencyMS and (when not empty) Decision, Reason and Rule are
-	// applied to the record's row.
+	// applied to the record's row. "cut" and "gap" events have no row.
 	Index LogIndex
+	// HeadMAC, when set, makes this event its node's recorded head:
+	// AppendAudit stores (Node, Seq, Hash, HeadMAC) as the node's row of
+	// the heads table in the batch's transaction, so the head can never
+	// disagree with a committed chain. The audit writer sets it on the last
+	// event of each batch; the MAC (audit.HeadMAC) is keyed by the master
+	// key, so whoever can write the database cannot forge a head.
+	HeadMAC []byte
 }
 
 // LogIndex is the queryable part of an audit record.
@@ -233,10 +240,23 @@ type LogQuery struct {
 	Ascending bool
 }
 
-// ChainHead is the last link of a node's chain.
+// ChainHead is the last link of a node's chain: as read from the chain
+// itself (ChainHead), as recorded beside it in the heads table (Heads), or
+// as a checkpoint handed to audit.Verify.
 type ChainHead struct {
 	Seq  int64
 	Hash []byte
+	// MAC authenticates the node, Seq and Hash (audit.HeadMAC); set by
+	// Heads, empty from ChainHead.
+	MAC []byte
+	// UpdatedAt is when the head was written (Heads).
+	UpdatedAt time.Time
+	// Source names where a checkpoint handed to audit.Verify was read
+	// ("audit_heads", "checkpoint file"), for its report; Invalid, when
+	// set, says why that checkpoint cannot be trusted (its MAC does not
+	// verify, it could not be read), which Verify reports.
+	Source  string
+	Invalid string
 }
 
 // Audit is the audit half of the store.
@@ -245,10 +265,26 @@ type Audit interface {
 	AppendAudit(ctx context.Context, batch []AuditEvent) error
 	// ChainHead returns the last link of node's chain (zero if none).
 	ChainHead(ctx context.Context, node string) (ChainHead, error)
+	// Heads returns every node's recorded head (the events AppendAudit
+	// was given with a HeadMAC), with MAC and UpdatedAt, by node. A node
+	// without one is absent.
+	Heads(ctx context.Context) (map[string]ChainHead, error)
+	// ChainLink returns the event at seq of node's chain (ErrNotFound if
+	// there is none).
+	ChainLink(ctx context.Context, node string, seq int64) (AuditEvent, error)
+	// DeleteAuditPrefix deletes, in one transaction, at most limit of
+	// node's events with seq below before, lowest seq first, and the index
+	// rows of the records whose "record" or "start" event is among them (a
+	// later "end" of such a record stays, as a link without a record). It
+	// returns how many events and index rows it deleted; 0 events when
+	// none is left below before. Audit retention calls it in a loop.
+	DeleteAuditPrefix(ctx context.Context, node string, before int64, limit int) (events, records int64, err error)
 	QueryLogs(ctx context.Context, q LogQuery) ([]LogRow, error)
 	GetLog(ctx context.Context, id string) (LogRow, error)
 	// Chain calls fn for each event of node's chain in order of Seq.
 	Chain(ctx context.Context, node string, fn func(AuditEvent) error) error
+	// ChainFrom returns up to limit events of node's chain with Seq > after, in order (the log stream).
+	ChainFrom(ctx context.Context, node string, after int64, limit int) ([]AuditEvent, error)
 	// ChainNodes lists the nodes that have a chain.
 	ChainNodes(ctx context.Context) ([]string, error)
 	// Records calls fn for each index row of node, with its events, in

@@ -38,6 +38,13 @@ func (s *Store) AppendAudit(ctx context.Context, batch []store.AuditEvent) error
 					return err
 				}
 			}
+			if e.HeadMAC != nil {
+				// One statement per batch (the writer marks its last
+				// event), so parsing it here costs little.
+				if _, err := t.ExecContext(ctx, sqlUpsertHead, e.Node, e.Seq, e.Hash, e.HeadMAC, micros(time.Now())); err != nil {
+					return err
+				}
+			}
 		}
 		return nil
 	})
@@ -50,6 +57,8 @@ const (
 	// An end event's empty decision, reason or rule leaves the start's.
 	sqlUpdEnd = `UPDATE audit_records SET decision = COALESCE(NULLIF(?, ''), decision), reason = COALESCE(NULLIF(?, ''), reason),
 			rule = COALESCE(NULLIF(?, ''), rule), status = ?, latency_ms = ?, complete = 1 WHERE id = ?`
+	sqlUpsertHead = `INSERT INTO audit_heads (node, seq, hash, mac, updated_at) VALUES (?, ?, ?, ?, ?)
+			ON CONFLICT (node) DO UPDATE SET seq = excluded.seq, hash = excluded.hash, mac = excluded.mac, updated_at = excluded.updated_at`
 )
 
 // ChainHead implements store.Audit.

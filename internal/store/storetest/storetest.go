@@ -45,6 +45,9 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"AuditAppendAndIndex", testAuditAppend},
 		{"AuditBatchIsAllOrNothing", testAuditBatchAtomic},
 		{"AuditChain", testAuditChain},
+		{"AuditHeadsWrittenWithTheirBatch", testAuditHeads},
+		{"ChainLink", testChainLink},
+		{"DeleteAuditPrefix", testDeleteAuditPrefix},
 		{"QueryLogsFilters", testQueryLogsFilters},
 		{"QueryLogsPaging", testQueryLogsPaging},
 		{"QueryLogsWithData", testQueryLogsWithData},
@@ -1229,5 +1232,144 @@ func testLastUsed(t *testing.T, s store.Store) {
 func testPing(t *testing.T, s store.Store) {
 	if err := s.Ping(t.Context()); err != nil {
 		t.Errorf("Ping: %v", err)
+	}
+}
+
+// testAuditHeads pins that a node's head is written by the batch that
+// carries it (the event with a HeadMAC), in its transaction: a failed
+// batch leaves the previous head, a batch without a HeadMAC leaves it, and
+// each node has its own.
+func testAuditHeads(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	heads, err := s.Heads(ctx)
+	must(t, "Heads of an empty store", err)
+	if len(heads) != 0 {
+		t.Errorf("Heads of an empty store = %v, want none", heads)
+	}
+	var c chainer
+	mac := func(e store.AuditEvent, tag string) store.AuditEvent {
+		e.HeadMAC = []byte("mac-" + tag)
+		return e
+	}
+	e1 := c.record(idx("rec-41", 41, "n1", "gh", "alice", "tok-a", "GET", "/a", "allow", "", "", 200, 1))
+	e2 := c.record(idx("rec-42", 42, "n1", "gh", "alice", "tok-a", "GET", "/b", "allow", "", "", 200, 1))
+	f1 := c.record(idx("rec-43", 43, "n2", "gh", "alice", "tok-a", "GET", "/c", "allow", "", "", 200, 1))
+	before := time.Now().Add(-time.Minute)
+	must(t, "AppendAudit", s.AppendAudit(ctx, []store.AuditEvent{e1, mac(e2, "n1-2")}))
+	must(t, "AppendAudit", s.AppendAudit(ctx, []store.AuditEvent{mac(f1, "n2-1")}))
+	e3 := c.record(idx("rec-44", 44, "n1", "gh", "alice", "tok-a", "GET", "/d", "allow", "", "", 200, 1))
+	must(t, "AppendAudit without a head", s.AppendAudit(ctx, []store.AuditEvent{e3}))
+
+	// A failed batch (its second event reuses a seq) moves no head.
+	e4 := c.record(idx("rec-45", 45, "n1", "gh", "alice", "tok-a", "GET", "/e", "allow", "", "", 200, 1))
+	dup := c.record(idx("rec-46", 46, "n1", "gh", "alice", "tok-a", "GET", "/f", "allow", "", "", 200, 1))
+	dup.Seq = 1
+	if err := s.AppendAudit(ctx, []store.AuditEvent{mac(e4, "n1-4"), mac(dup, "n1-dup")}); err == nil {
+		t.Fatal("AppendAudit of a batch reusing a (node, seq) succeeded")
+	}
+
+	heads, err = s.Heads(ctx)
+	must(t, "Heads", err)
+	want := map[string]store.ChainHead{
+		"n1": {Seq: e2.Seq, Hash: e2.Hash, MAC: []byte("mac-n1-2")},
+		"n2": {Seq: f1.Seq, Hash: f1.Hash, MAC: []byte("mac-n2-1")},
+	}
+	if d := cmp.Diff(want, heads, cmpopts.IgnoreFields(store.ChainHead{}, "UpdatedAt")); d != "" {
+		t.Errorf("Heads (-want +got):\n%s", d)
+	}
+	for n, h := range heads {
+		if h.UpdatedAt.Before(before) || h.UpdatedAt.After(time.Now().Add(time.Minute)) {
+			t.Errorf("head of %s updated at %v, want about now", n, h.UpdatedAt)
+		}
+	}
+
+	// The next head replaces the node's row.
+	e5 := c.record(idx("rec-47", 47, "n1", "gh", "alice", "tok-a", "GET", "/g", "allow", "", "", 200, 1))
+	e5.Seq, e5.PrevHash = e3.Seq+1, e3.Hash // after the failed batch, the chain goes on from e3
+	must(t, "AppendAudit", s.AppendAudit(ctx, []store.AuditEvent{mac(e5, "n1-5")}))
+	heads, err = s.Heads(ctx)
+	must(t, "Heads", err)
+	if h := heads["n1"]; h.Seq != e5.Seq || string(h.Hash) != string(e5.Hash) || string(h.MAC) != "mac-n1-5" {
+		t.Errorf("head of n1 after another batch = seq %d mac %q, want seq %d mac %q", h.Seq, h.MAC, e5.Seq, "mac-n1-5")
+	}
+}
+
+func testChainLink(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	f := loadFixture(t, s)
+	for _, node := range []string{"n1", "n2"} {
+		for _, want := range f.chains[node] {
+			got, err := s.ChainLink(ctx, node, want.Seq)
+			must(t, fmt.Sprintf("ChainLink(%s, %d)", node, want.Seq), err)
+			if d := cmp.Diff(want, got, opts, cmpopts.IgnoreFields(store.AuditEvent{}, "Index")); d != "" {
+				t.Errorf("ChainLink(%s, %d) (-want +got):\n%s", node, want.Seq, d)
+			}
+		}
+	}
+	for _, tc := range []struct {
+		node string
+		seq  int64
+	}{{"n1", 0}, {"n1", 99}, {"n9", 1}} {
+		_, err := s.ChainLink(ctx, tc.node, tc.seq)
+		wantErr(t, fmt.Sprintf("ChainLink(%s, %d)", tc.node, tc.seq), err, store.ErrNotFound)
+	}
+}
+
+// testDeleteAuditPrefix pins what audit retention relies on: a prefix of
+// one node's chain goes, lowest seq first and at most limit links a call,
+// with the index rows of the records whose first event goes; a later end
+// event and the other nodes stay.
+func testDeleteAuditPrefix(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	loadFixture(t, s)
+	// n1: 1 rec-01, 2 rec-02, 3 rec-05 start, 4 rec-06 start, 5 rec-05 end, 6 rec-06 end, 7 rec-08.
+	chain := func(node string) []int64 {
+		var seqs []int64
+		must(t, "Chain", s.Chain(ctx, node, func(e store.AuditEvent) error { seqs = append(seqs, e.Seq); return nil }))
+		return seqs
+	}
+	listed := func() []string {
+		rows, err := s.QueryLogs(ctx, store.LogQuery{Limit: 1000, Ascending: true})
+		must(t, "QueryLogs", err)
+		return ids(rows)
+	}
+	steps := []struct {
+		name               string
+		before             int64
+		limit              int
+		wantEvents, wantRx int64
+		wantChain          []int64
+		wantListed         []string
+	}{
+		{name: "nothing below the first link", before: 1, limit: 10, wantChain: []int64{1, 2, 3, 4, 5, 6, 7},
+			wantListed: []string{"rec-01", "rec-02", "rec-03", "rec-04", "rec-05", "rec-06", "rec-07", "rec-08"}},
+		{name: "limited to 2 links", before: 5, limit: 2, wantEvents: 2, wantRx: 2, wantChain: []int64{3, 4, 5, 6, 7},
+			wantListed: []string{"rec-03", "rec-04", "rec-05", "rec-06", "rec-07", "rec-08"}},
+		{name: "the rest below 5: two starts whose ends stay", before: 5, limit: 10, wantEvents: 2, wantRx: 2, wantChain: []int64{5, 6, 7},
+			wantListed: []string{"rec-03", "rec-04", "rec-07", "rec-08"}},
+		{name: "done", before: 5, limit: 10, wantChain: []int64{5, 6, 7},
+			wantListed: []string{"rec-03", "rec-04", "rec-07", "rec-08"}},
+		{name: "ends without their record, and a record", before: 8, limit: 10, wantEvents: 3, wantRx: 1, wantChain: nil,
+			wantListed: []string{"rec-03", "rec-04", "rec-07"}},
+	}
+	for _, st := range steps {
+		ev, rx, err := s.DeleteAuditPrefix(ctx, "n1", st.before, st.limit)
+		must(t, st.name, err)
+		if ev != st.wantEvents || rx != st.wantRx {
+			t.Errorf("%s: DeleteAuditPrefix = %d events, %d records; want %d, %d", st.name, ev, rx, st.wantEvents, st.wantRx)
+		}
+		if d := cmp.Diff(st.wantChain, chain("n1"), cmpopts.EquateEmpty()); d != "" {
+			t.Errorf("%s: n1's chain (-want +got):\n%s", st.name, d)
+		}
+		if d := cmp.Diff(st.wantListed, listed()); d != "" {
+			t.Errorf("%s: listed records (-want +got):\n%s", st.name, d)
+		}
+	}
+	if d := cmp.Diff([]int64{1, 2, 3}, chain("n2")); d != "" {
+		t.Errorf("n2's chain after cutting n1's (-want +got):\n%s", d)
+	}
+	for _, id := range []string{"rec-01", "rec-05"} {
+		_, err := s.GetLog(ctx, id)
+		wantErr(t, "GetLog of a deleted record "+id, err, store.ErrNotFound)
 	}
 }
