@@ -29,6 +29,7 @@ import (
 	"github.com/keyhole-gw/keyhole/internal/audit"
 	"github.com/keyhole-gw/keyhole/internal/catalog"
 	"github.com/keyhole-gw/keyhole/internal/metrics"
+	"github.com/keyhole-gw/keyhole/internal/spec"
 	"github.com/keyhole-gw/keyhole/internal/store"
 	"github.com/keyhole-gw/keyhole/internal/vault"
 )
@@ -132,6 +133,7 @@ func (a *API) routes() {
 	write("DELETE /api/v1/proxies/{name}", "proxy.delete", a.deleteProxy)
 	write("POST /api/v1/proxies/{name}/rules", "rule.add", a.addRule)
 	write("DELETE /api/v1/proxies/{name}/rules/{rule}", "rule.remove", a.removeRule)
+	read("POST /api/v1/proxies/{name}/rules/test", a.testRules)
 
 	write("POST /api/v1/agents", "agent.create", a.createAgent)
 	read("GET /api/v1/agents", a.listAgents)
@@ -147,7 +149,15 @@ func (a *API) routes() {
 
 	read("GET /api/v1/logs", a.listLogs)
 	read("GET /api/v1/logs/{id}", a.getLog)
+	a.streamRoutes(read) // GET /logs/stream, GET /logs/search, POST /audit/hash (stream.go, search.go)
 	m.Handle("POST /api/v1/audit/verify", a.wrap(a.verify, false, ""))
+
+	// Upstream auth: the template catalog, OAuth 2.0 connect (templates.go,
+	// oauth.go). The callback has no admin token: its state authenticates it.
+	read("GET /api/v1/templates", a.listTemplates)
+	read("GET /api/v1/templates/{name}", a.getTemplate)
+	write("POST /api/v1/secrets/{name}/oauth/start", "secret.oauth_start", a.oauthStart)
+	m.Handle("GET "+CallbackPath, http.HandlerFunc(a.oauthCallback))
 
 	m.Handle("/api/", a.wrap(func(c *call) error {
 		// A known path with another method: 405 with Allow, not 404.
@@ -348,19 +358,16 @@ func (c *call) body() ([]byte, error) {
 	return b, nil
 }
 
-// decode reads a JSON object strictly (unknown fields refused).
+// decode reads a JSON object strictly: unknown fields, case variants of
+// known ones and repeated keys are refused ({"role":"viewer","role":"admin"}
+// must not quietly mean admin).
 func (c *call) decode(v any) error {
 	b, err := c.body()
 	if err != nil {
 		return err
 	}
-	dec := json.NewDecoder(strings.NewReader(string(b)))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return badRequest("%s", describeJSON(err))
-	}
-	if dec.More() {
-		return badRequest("the body holds more than one JSON value")
+	if err := spec.DecodeStrict(b, v, "the request"); err != nil {
+		return badRequest("%v", err)
 	}
 	return nil
 }

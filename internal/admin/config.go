@@ -322,14 +322,7 @@ func (a *API) replaceProxy(c *call) error {
 		return err
 	}
 	// The name may be omitted in the body; it is the one in the URL.
-	var probe map[string]json.RawMessage
-	if json.Unmarshal(b, &probe) == nil {
-		if _, ok := probe["name"]; !ok {
-			probe["name"], _ = json.Marshal(name)
-			b, _ = json.Marshal(probe)
-		}
-	}
-	ps, err := spec.DecodeProxy(bytes.NewReader(b))
+	ps, err := spec.DecodeProxyNamed(bytes.NewReader(b), name)
 	if err != nil {
 		return badRequest("%v", err)
 	}

@@ -135,6 +135,9 @@ func hiddenHeaders(names []string) map[string][]string {
 }
 
 func (a *API) listLogs(c *call) error {
+	if c.r.URL.Query().Has("contains") {
+		return a.searchLogs(c) // GET /logs?contains= is the search (stream.go)
+	}
 	q, err := LogQuery(c.r.URL.Query())
 	if err != nil {
 		return err

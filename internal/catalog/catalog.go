@@ -67,6 +67,9 @@ type Proxy struct {
 	// Err is set when the proxy could not be compiled (its secret is
 	// missing or no longer fits): requests get 502 and the reason is logged.
 	Err error
+
+	// cred: an OAuth proxy's per-access-token views (dynamic.go).
+	cred *credView
 }
 
 // Agent is an agent identity.
@@ -179,6 +182,10 @@ type Catalog struct {
 
 	tmu        sync.Mutex
 	transports map[string]*http.Transport
+
+	// Upstream auth state that outlives snapshots (dynamic.go).
+	dyn      dynamic
+	oauthOpt inject.OAuthOptions
 }
 
 // Options configure a Catalog.
@@ -189,6 +196,9 @@ type Options struct {
 	Limits  *rules.Limits
 	Logger  *slog.Logger
 	Metrics *metrics.Metrics
+	// OAuth tunes token fetching (attempts, timeouts, clock); the zero
+	// value takes inject's defaults.
+	OAuth inject.OAuthOptions
 }
 
 // New builds the first snapshot.
@@ -203,7 +213,7 @@ func New(ctx context.Context, o Options) (*Catalog, error) {
 		o.Metrics = metrics.New()
 	}
 	c := &Catalog{st: o.Store, master: o.Master, guard: o.Guard, limits: o.Limits, log: o.Logger, m: o.Metrics,
-		transports: map[string]*http.Transport{}}
+		transports: map[string]*http.Transport{}, oauthOpt: o.OAuth}
 	if err := c.Reload(ctx); err != nil {
 		return nil, err
 	}
@@ -310,6 +320,7 @@ func (c *Catalog) build(st *store.State) (*Snapshot, error) {
 	}
 	sort.Strings(s.proxyNames)
 	c.dropTransports(used)
+	c.sweepDynamic(s)
 	for i := range st.Tokens {
 		t := &Token{Token: st.Tokens[i], Scope: map[string]bool{}}
 		for _, p := range t.Proxies {
@@ -384,6 +395,11 @@ func (c *Catalog) compileProxy(sp store.Proxy, s *Snapshot) *Proxy {
 	switch ps.Auth.Type {
 	case "none", "bearer", "header", "query", "basic":
 		p.Inject, err = inject.NewStatic(ps.Auth, mat)
+	case "oauth2_client_credentials", "oauth2_refresh_token":
+		// The token source outlives this snapshot (dynamic.go).
+		p.Inject, err = c.oauthInjector(ps.Auth, mat)
+	case "aws_sigv4":
+		p.Inject, err = inject.NewSigV4(ps.Auth, mat, nil)
 	default:
 		err = fmt.Errorf("auth type %s is not available in this build", ps.Auth.Type)
 	}
@@ -406,7 +422,15 @@ func (c *Catalog) compileProxy(sp store.Proxy, s *Snapshot) *Proxy {
 		redactHeaders = append(redactHeaders, p.TokenHeader)
 	}
 	p.Redact = audit.NewRedactor(p.Scrub, vals, redactHeaders, ps.Capture.RedactJSON, p.Inject.QueryParams())
+	if ps.Capture.RedactMode == "hmac" {
+		if c.master == nil {
+			p.Err = errors.New("capture.redact_mode hmac needs the master key")
+			return p
+		}
+		p.Redact = p.Redact.WithHMAC(c.master.DeriveKey(audit.HMACKeyPurpose))
+	}
 	p.Transport = c.transport(*ps)
+	c.attachCredView(p)
 	return p
 }
 

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/base64"
@@ -12,6 +13,7 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
+	"sort"
 	"strconv"
 	"strings"
 	"syscall"
@@ -84,6 +86,7 @@ func (a *app) logsCmd() *cobra.Command {
 	var f logFilters
 	var limit int
 	var follow bool
+	var search string
 	c := &cobra.Command{
 		Use:   "logs",
 		Short: "Show the audit log (newest first), or follow it",
@@ -92,7 +95,17 @@ func (a *app) logsCmd() *cobra.Command {
 
 With --follow, the latest records are printed oldest first, then new records
 as they complete, until interrupted (Ctrl-C). A request still in flight is
-printed once it completes (or after 30 s, without its status).
+printed once, when it completes (or after 30 s, without its status). The
+node streams new records (GET /api/v1/logs/stream) in the order it committed
+them, so none is missed; if the connection drops, keyhole reconnects and
+resumes where it stopped.
+
+With --search TEXT, only records whose stored data (path, query, headers and
+bodies, as redacted) contains TEXT, newest first: typically a hash printed by
+` + "`keyhole audit hash`" + `, to find the records that carried a value redacted with
+capture.redact_mode hmac. The node has no full-text index: a search reads
+every record of its window (--since/--until, default the last 24 hours), at
+most 100,000 per call, and says where it stopped.
 
 Times are RFC 3339 UTC. Strings recorded from requests are printed with
 control characters escaped ("…" quoted), so a path cannot forge a log line
@@ -101,7 +114,8 @@ record, bodies included (roles admin and auditor).`,
 		Example: `  keyhole logs
   keyhole logs --proxy stripe --decision deny --since 1h
   keyhole logs --agent billing-bot --status 403 --limit 20
-  keyhole logs --follow --proxy stripe`,
+  keyhole logs --follow --proxy stripe
+  keyhole logs --search hmac-sha256:3f1c0a9be2d47e8f6a5b4c3d2e1f0a9b --since 7d`,
 		Args: noArgs,
 		RunE: func(c *cobra.Command, args []string) error {
 			if limit < 0 || limit > 1000 {
@@ -110,6 +124,9 @@ record, bodies included (roles admin and auditor).`,
 			if follow && f.until != "" {
 				return usagef(c, "--until cannot be combined with --follow")
 			}
+			if follow && search != "" {
+				return usagef(c, "--search cannot be combined with --follow")
+			}
 			cl, err := a.client()
 			if err != nil {
 				return err
@@ -117,6 +134,9 @@ record, bodies included (roles admin and auditor).`,
 			q := f.query()
 			if follow {
 				return a.follow(c, cl, q, limit)
+			}
+			if search != "" {
+				return a.search(c, cl, q, search, limit)
 			}
 			if limit > 0 {
 				q.Set("limit", strconv.Itoa(limit))
@@ -148,6 +168,7 @@ record, bodies included (roles admin and auditor).`,
 	f.bind(c)
 	c.Flags().IntVar(&limit, "limit", 0, "at most this many records, 1–1000 (default 100; with --follow, 20 to start)")
 	c.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing new records as they arrive, until Ctrl-C")
+	c.Flags().StringVar(&search, "search", "", "only records whose stored data contains this text (e.g. a hash from keyhole audit hash); roles admin and auditor")
 	c.AddCommand(a.logsShowCmd(), a.logsExportCmd())
 	return c
 }
@@ -184,15 +205,14 @@ func logRow(r logRecord) []string {
 	return []string{logTime(r.Time), r.Method, r.Proxy, path, status, r.Decision, r.Reason, r.Agent, latency(r.LatencyMS)}
 }
 
-// follow prints the latest page oldest first, then polls every second for
-// records after the last one printed (order=asc&cursor=…). A record still
-// in flight (incomplete) is held until it completes or holdFor passes.
-func (a *app) follow(c *cobra.Command, cl *client, q url.Values, limit int) error {
-	ctx, stop := signal.NotifyContext(c.Context(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if limit == 0 {
-		limit = 20
-	}
+// followPoll is --follow against a node without GET /api/v1/logs/stream
+// (an older version): it prints the latest page oldest first, then polls
+// every second for records after the last one printed
+// (order=asc&cursor=…). A record still in flight (incomplete) is held until
+// it completes or holdFor passes. Ids are times of arrival, not of commit:
+// a record committed late behind the cursor can be missed, which the
+// stream cannot.
+func (a *app) followPoll(ctx context.Context, c *cobra.Command, cl *client, q url.Values, limit int) error {
 	w := c.OutOrStdout()
 	fw := &followWriter{w: w, json: a.json}
 	first := cloneValues(q)
@@ -540,7 +560,380 @@ inserted. Exits 0 when the log is intact and 1 when it is not.`,
 			return nil
 		},
 	}
-	return group("audit", "Check the audit log's integrity",
+	return group("audit", "Check the audit log's integrity, hash a value to search for",
 		"Commands about the tamper-evident audit log. To read records, see `keyhole logs`.",
-		"  keyhole audit verify", verify)
+		"  keyhole audit verify\n  printf %s \"$VALUE\" | keyhole audit hash", verify, a.auditHashCmd())
+}
+
+// ---- logs --follow: the node's log stream ----
+
+// Following the stream: the CLI gives up on a connection that sent nothing,
+// not even the node's heartbeat (every 15 s), for streamIdle, and waits
+// streamRetry between reconnections.
+const (
+	streamIdle     = 45 * time.Second
+	streamRetry    = time.Second
+	maxStreamEvent = 16 << 20
+)
+
+// follow prints the latest records oldest first, then follows GET
+// /api/v1/logs/stream: the stream is opened first, so its position is set
+// before the latest page is read (a record in both is printed once), and
+// a dropped connection resumes from the last event's id (Last-Event-ID).
+// Each record is printed once, when it is complete; a record in flight for
+// holdFor is printed without its status, and its end is not printed.
+func (a *app) follow(c *cobra.Command, cl *client, q url.Values, limit int) error {
+	ctx, stop := signal.NotifyContext(c.Context(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if limit == 0 {
+		limit = 20
+	}
+	// --since shapes the latest page only: the stream starts now (the
+	// page is printed first, then what comes after, in order).
+	sq := cloneValues(q)
+	sq.Del("since")
+	resp, err := cl.openStream(ctx, sq, "")
+	if err != nil {
+		var ae *apiError
+		if errors.As(err, &ae) && ae.Status == http.StatusNotFound {
+			return a.followPoll(ctx, c, cl, q, limit)
+		}
+		return quietCancel(ctx, err)
+	}
+	fw := &followWriter{w: c.OutOrStdout(), json: a.json}
+	f := &streamFollower{out: fw, printed: map[string]bool{}, held: map[string]heldRecord{}, holdFor: 30 * time.Second}
+	first := cloneValues(q)
+	first.Set("limit", strconv.Itoa(limit))
+	var page logPage
+	if _, err := cl.getJSON(ctx, http.MethodGet, "/api/v1/logs", first, nil, &page); err != nil {
+		resp.Body.Close()
+		return quietCancel(ctx, err)
+	}
+	if !a.json {
+		fw.header()
+	}
+	now := time.Now()
+	for i := len(page.Records) - 1; i >= 0; i-- {
+		if err := f.page(page.Records[i], now); err != nil {
+			resp.Body.Close()
+			return err
+		}
+	}
+	lastID := ""
+	warned := false
+	for {
+		err := f.read(ctx, resp.Body, &lastID)
+		resp.Body.Close()
+		if ctx.Err() != nil {
+			return nil
+		}
+		var we *writeError
+		if errors.As(err, &we) {
+			return we.err
+		}
+		for {
+			if !warned {
+				fmt.Fprintf(c.ErrOrStderr(), "keyhole: the log stream was interrupted (%v); reconnecting\n", err)
+				warned = true
+			}
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(streamRetry):
+			}
+			if resp, err = cl.openStream(ctx, sq, lastID); err == nil {
+				break
+			}
+			if ctx.Err() != nil {
+				return nil
+			}
+			var ae *apiError
+			if errors.As(err, &ae) && ae.Status/100 != 5 {
+				return err // refused: a revoked token, a cursor the node does not know
+			}
+		}
+		warned = false
+	}
+}
+
+// openStream connects to GET /api/v1/logs/stream. The client's request
+// timeout does not apply (a stream has no end): connecting and the answer's
+// headers are bounded instead, and reading by streamIdle.
+func (cl *client) openStream(ctx context.Context, q url.Values, lastID string) (*http.Response, error) {
+	u := cl.base + "/api/v1/logs/stream"
+	if len(q) > 0 {
+		u += "?" + q.Encode()
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+cl.token)
+	req.Header.Set("Accept", "text/event-stream")
+	req.Header.Set("User-Agent", cl.userAgent)
+	if lastID != "" {
+		req.Header.Set("Last-Event-ID", lastID)
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.ResponseHeaderTimeout = requestTimeout
+	hc := &http.Client{Transport: tr, CheckRedirect: cl.hc.CheckRedirect}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return nil, cl.netErr(ctx, err)
+	}
+	if resp.StatusCode/100 != 2 {
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, maxResponse))
+		return nil, cl.httpErr(resp, b)
+	}
+	if mt, _, _ := strings.Cut(resp.Header.Get("Content-Type"), ";"); mt != "text/event-stream" {
+		resp.Body.Close()
+		return nil, fmt.Errorf("%s answered the log stream with %s, not an event stream; is %s a keyhole admin listener?",
+			cl.base, clean(clip(mt, 60)), cl.addrFrom)
+	}
+	return resp, nil
+}
+
+// writeError is a failure to print (a closed pipe): the end of following,
+// not a reason to reconnect.
+type writeError struct{ err error }
+
+func (e *writeError) Error() string { return e.err.Error() }
+
+// streamFollower prints the stream's records: once each, when complete.
+type streamFollower struct {
+	out *followWriter
+	// printed: records printed before their stream events could arrive
+	// (the latest page, or held past holdFor); their later events are
+	// skipped.
+	printed map[string]bool
+	// held: records in flight, printed when their end arrives.
+	held    map[string]heldRecord
+	holdFor time.Duration
+}
+
+type heldRecord struct {
+	raw   json.RawMessage
+	since time.Time
+}
+
+// page takes a record of the latest page.
+func (f *streamFollower) page(raw json.RawMessage, now time.Time) error {
+	var r logRecord
+	if err := json.Unmarshal(raw, &r); err != nil || r.ID == "" {
+		return nil
+	}
+	if r.Incomplete {
+		f.held[r.ID] = heldRecord{raw, now}
+		return nil
+	}
+	f.printed[r.ID] = true
+	return f.print(raw)
+}
+
+// event takes a stream event: a record (kind "") or the update of one.
+func (f *streamFollower) event(kind string, raw json.RawMessage, now time.Time) error {
+	var r logRecord
+	if err := json.Unmarshal(raw, &r); err != nil || r.ID == "" {
+		return nil
+	}
+	if f.printed[r.ID] {
+		if kind == "update" {
+			delete(f.printed, r.ID) // nothing comes after an update
+		}
+		return nil
+	}
+	if r.Incomplete {
+		if _, ok := f.held[r.ID]; !ok {
+			f.held[r.ID] = heldRecord{raw, now}
+		}
+		return nil
+	}
+	delete(f.held, r.ID)
+	return f.print(raw)
+}
+
+// expire prints, oldest first, the records in flight for holdFor.
+func (f *streamFollower) expire(now time.Time) error {
+	var due []string
+	for id, h := range f.held {
+		if now.Sub(h.since) >= f.holdFor {
+			due = append(due, id)
+		}
+	}
+	sort.Slice(due, func(i, j int) bool {
+		a, b := f.held[due[i]].since, f.held[due[j]].since
+		if !a.Equal(b) {
+			return a.Before(b)
+		}
+		return due[i] < due[j] // ids are times of arrival
+	})
+	for _, id := range due {
+		raw := f.held[id].raw
+		delete(f.held, id)
+		f.printed[id] = true
+		if err := f.print(raw); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (f *streamFollower) print(raw json.RawMessage) error {
+	if err := f.out.record(raw); err != nil {
+		return &writeError{err}
+	}
+	return nil
+}
+
+// read handles one connection's events until it fails or ctx ends; it
+// keeps the id of the last event in lastID (an event with an id and no
+// data, the stream's start position or a heartbeat's, moves it too).
+func (f *streamFollower) read(ctx context.Context, body io.ReadCloser, lastID *string) error {
+	lines := make(chan string)
+	rerr := make(chan error, 1)
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		br := bufio.NewReaderSize(body, 64<<10)
+		for {
+			line, err := readEventLine(br)
+			if err != nil {
+				rerr <- err
+				return
+			}
+			select {
+			case lines <- line:
+			case <-stop:
+				return
+			}
+		}
+	}()
+	idle := time.NewTimer(streamIdle)
+	defer idle.Stop()
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	var kind, id, data string
+	hasID, hasData := false, false
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case err := <-rerr:
+			if err == io.EOF {
+				err = errors.New("the node closed the stream")
+			}
+			return err
+		case <-idle.C:
+			return fmt.Errorf("nothing from the node for %s", streamIdle)
+		case now := <-tick.C:
+			if err := f.expire(now); err != nil {
+				return err
+			}
+		case line := <-lines:
+			idle.Reset(streamIdle)
+			switch {
+			case line == "":
+				if hasID {
+					*lastID = id
+				}
+				if hasData {
+					if err := f.event(kind, json.RawMessage(data), time.Now()); err != nil {
+						return err
+					}
+				}
+				kind, id, data, hasID, hasData = "", "", "", false, false
+			case strings.HasPrefix(line, ":"):
+				// A comment: the heartbeat.
+			default:
+				k, v, _ := strings.Cut(line, ":")
+				v = strings.TrimPrefix(v, " ")
+				switch k {
+				case "event":
+					kind = v
+				case "id":
+					id, hasID = v, true
+				case "data":
+					if hasData {
+						data += "\n"
+					}
+					data, hasData = data+v, true
+				}
+			}
+		}
+	}
+}
+
+// readEventLine reads one line of an event stream (LF, CRLF or CR ends it;
+// the node writes LF), at most maxStreamEvent bytes.
+func readEventLine(br *bufio.Reader) (string, error) {
+	var b []byte
+	for {
+		chunk, err := br.ReadSlice('\n')
+		b = append(b, chunk...)
+		if len(b) > maxStreamEvent {
+			return "", fmt.Errorf("an event of the log stream is larger than %d bytes", maxStreamEvent)
+		}
+		if err == bufio.ErrBufferFull {
+			continue
+		}
+		if err != nil {
+			return "", err
+		}
+		return strings.TrimRight(string(b), "\r\n"), nil
+	}
+}
+
+// ---- logs --search ----
+
+// searchPage is GET /api/v1/logs/search.
+type searchPage struct {
+	Records    []json.RawMessage `json:"records"`
+	Scanned    int               `json:"scanned"`
+	Complete   bool              `json:"complete"`
+	Stopped    string            `json:"stopped"`
+	StoppedAt  string            `json:"stopped_at"`
+	NextCursor string            `json:"next_cursor"`
+	Since      *string           `json:"since"`
+}
+
+func (a *app) search(c *cobra.Command, cl *client, q url.Values, text string, limit int) error {
+	q.Set("contains", text)
+	if limit > 0 {
+		q.Set("limit", strconv.Itoa(limit))
+	}
+	var page searchPage
+	raw, err := cl.getJSON(c.Context(), http.MethodGet, "/api/v1/logs/search", q, nil, &page)
+	if err != nil {
+		return err
+	}
+	return a.out(c.OutOrStdout(), raw, func() error {
+		recs, err := decodeRecords(page.Records)
+		if err != nil {
+			return err
+		}
+		t := newTable(c.OutOrStdout(), logHeaders...)
+		for _, r := range recs {
+			t.row(logRow(r)...)
+		}
+		if err := t.flush(); err != nil {
+			return err
+		}
+		from := "the start of the log"
+		if page.Since != nil {
+			from = logTime(*page.Since)
+		}
+		msg := fmt.Sprintf("(%s found among %s searched, newest first, back to %s", plural(len(recs), "record"), plural(page.Scanned, "record"), clean(from))
+		switch page.Stopped {
+		case "":
+			msg += ")"
+		case "limit":
+			msg += fmt.Sprintf("; stopped at the --limit of matches, at %s: go on with --until %s)", logTime(page.StoppedAt), clean(page.StoppedAt))
+		default:
+			msg += fmt.Sprintf("; stopped after scanning %s, at %s: narrow --since or filters, or go on with --until %s)",
+				plural(page.Scanned, "record"), logTime(page.StoppedAt), clean(page.StoppedAt))
+		}
+		fmt.Fprintln(c.ErrOrStderr(), msg)
+		return nil
+	})
 }

@@ -3,6 +3,7 @@ package cli
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -116,19 +117,21 @@ nothing.`,
           --secret stripe-key --allow 'GET /v1/customers/**'
   keyhole proxy ls
   keyhole proxy show stripe`,
-		a.proxyCreateCmd(), a.proxyLsCmd(), a.proxyShowCmd(), a.proxyRmCmd())
+		a.proxyCreateCmd(), a.proxyLsCmd(), a.proxyShowCmd(), a.proxyRmCmd(), a.proxyTemplatesCmd())
 }
 
 type proxyFlags struct {
 	upstream, auth, secret, tokenHeader, description, fromFile string
 	headers, params, static, allow, deny, scopes               []string
 	tokenURL, audience, authStyle, region, service             string
+	template, refreshMargin                                    string
 }
 
 // configFlags are the flags that describe the proxy; --from-file replaces
 // all of them.
 var configFlags = []string{"upstream", "auth", "secret", "header", "param", "token-header", "static-header",
-	"allow", "deny", "description", "token-url", "scope", "audience", "auth-style", "region", "service"}
+	"allow", "deny", "description", "token-url", "scope", "audience", "auth-style", "region", "service",
+	"template", "refresh-margin"}
 
 func (a *app) proxyCreateCmd() *cobra.Command {
 	var f proxyFlags
@@ -156,6 +159,14 @@ number); a bare pattern means every method. They become rules named allow-1,
 allow-2, …, deny-1, …; a matching deny always wins. Add rules with conditions
 later with ` + "`keyhole rule add`" + `.
 
+--template NAME starts from a well-known API of keyhole's catalog (keyhole
+proxy templates lists them): its upstream, auth type and settings, the header
+its official SDK sends the API key in, and the headers it needs. Flags given
+beside it replace the template's values (--upstream for an instance URL or
+another site, --region for AWS, --static-header per header). The template is
+read from the node (GET /api/v1/templates/NAME) and the merged proxy is sent
+as a full spec: the admin API itself takes full specs only.
+
 --from-file reads the whole proxy as JSON (the admin API's shape, SPEC §7.1)
 instead of the flags.`,
 		Example: `  keyhole proxy create stripe --upstream https://api.stripe.com --auth bearer \
@@ -165,10 +176,26 @@ instead of the flags.`,
           --static-header 'Anthropic-Version: 2023-06-01' --allow 'POST /v1/messages'
   keyhole proxy create weather --upstream https://api.weather.example --auth query \
           --secret weather-key --param 'appid={{secret}}' --allow 'GET /data/**' --deny '/data/admin/**'
-  keyhole proxy create github --from-file github-proxy.json`,
+  keyhole proxy create github --from-file github-proxy.json
+  keyhole proxy create openai --template openai --secret openai-key --allow 'POST /v1/chat/completions'
+  keyhole proxy create sf --template salesforce --secret sf-oauth --upstream https://yourco.my.salesforce.com --allow 'GET /services/data/**'
+  keyhole proxy create bedrock --template aws-bedrock --secret aws-keys --region eu-west-1 --allow 'POST /model/**'`,
 		Args: exactArgs("NAME"),
 		RunE: func(c *cobra.Command, args []string) error {
-			body, err := f.build(c, args[0])
+			var tpl *templateView
+			if f.template != "" {
+				if f.fromFile != "" {
+					return usagef(c, "--template and --from-file cannot be combined: --from-file holds the whole proxy")
+				}
+				cl, err := a.client()
+				if err != nil {
+					return err
+				}
+				if tpl, err = fetchTemplate(c, cl, f.template); err != nil {
+					return err
+				}
+			}
+			body, err := f.build(c, args[0], tpl)
 			if err != nil {
 				return err
 			}
@@ -186,6 +213,9 @@ instead of the flags.`,
 				fmt.Fprintf(w, "proxy %s created: agents call GATEWAY/%s/… → %s\n", clean(p.Name), clean(p.Name), clean(p.Upstream))
 				if len(p.Rules) == 0 {
 					fmt.Fprintf(w, "it has no rules, so it allows nothing yet: keyhole rule add %s --allow 'GET /**'\n", clean(p.Name))
+				}
+				if tpl != nil && tpl.SDK != "" {
+					fmt.Fprintf(w, "SDK: %s\n", clean(strings.ReplaceAll(tpl.SDK, "GATEWAY/"+tpl.Name, "GATEWAY/"+p.Name)))
 				}
 				return nil
 			})
@@ -208,14 +238,22 @@ instead of the flags.`,
 	fl.StringVar(&f.authStyle, "auth-style", "", "OAuth 2.0 client authentication: header or body")
 	fl.StringVar(&f.region, "region", "", "AWS region (aws_sigv4)")
 	fl.StringVar(&f.service, "service", "", "AWS service name (aws_sigv4)")
+	fl.StringVar(&f.refreshMargin, "refresh-margin", "", "OAuth 2.0: refresh this long before expiry (default 60s, at most half the token's lifetime)")
+	fl.StringVar(&f.template, "template", "", "start from a well-known API: "+strings.Join(templateNames, ", ")+" (keyhole proxy templates)")
 	fl.StringVar(&f.fromFile, "from-file", "", "read the whole proxy from a JSON file (\"-\" for stdin) instead of the flags")
 	fl.SortFlags = false
 	return c
 }
 
 // build makes the POST /proxies body: only what was given, so every
-// omitted field takes the API's default.
-func (f *proxyFlags) build(c *cobra.Command, name string) (any, error) {
+// omitted field takes the API's default. With a template, its values fill
+// what the flags leave out.
+func (f *proxyFlags) build(c *cobra.Command, name string, tpl *templateView) (any, error) {
+	if tpl != nil {
+		if err := f.applyTemplate(c, tpl); err != nil {
+			return nil, err
+		}
+	}
 	if f.fromFile != "" {
 		for _, n := range configFlags {
 			if c.Flags().Changed(n) {
@@ -271,7 +309,7 @@ func (f *proxyFlags) build(c *cobra.Command, name string) (any, error) {
 		auth["params"] = m
 	}
 	for k, v := range map[string]string{"token_url": f.tokenURL, "audience": f.audience, "auth_style": f.authStyle,
-		"region": f.region, "service": f.service} {
+		"region": f.region, "service": f.service, "refresh_margin": f.refreshMargin} {
 		if v != "" {
 			auth[k] = v
 		}
@@ -575,4 +613,247 @@ func (a *app) proxyRmCmd() *cobra.Command {
 			})
 		},
 	}
+}
+
+// templateView is a template as GET /api/v1/templates/{name} returns it
+// (internal/templates).
+type templateView struct {
+	Name             string `json:"name"`
+	Title            string `json:"title"`
+	Description      string `json:"description"`
+	Upstream         string `json:"upstream"`
+	UpstreamByRegion string `json:"upstream_by_region"`
+	Auth             struct {
+		Type          string            `json:"type"`
+		Headers       map[string]string `json:"headers"`
+		Params        map[string]string `json:"params"`
+		TokenURL      string            `json:"token_url"`
+		Scopes        []string          `json:"scopes"`
+		Audience      string            `json:"audience"`
+		AuthStyle     string            `json:"auth_style"`
+		RefreshMargin string            `json:"refresh_margin"`
+		Region        string            `json:"region"`
+		Service       string            `json:"service"`
+	} `json:"auth"`
+	AgentTokenHeader string            `json:"agent_token_header"`
+	StaticHeaders    map[string]string `json:"static_headers"`
+	SecretFields     []string          `json:"secret_fields"`
+	Requires         []string          `json:"requires"`
+	Connect          *struct {
+		AuthorizeURL string            `json:"authorize_url"`
+		Params       map[string]string `json:"params"`
+	} `json:"connect"`
+	SDK     string   `json:"sdk"`
+	Example string   `json:"example"`
+	Quirks  []string `json:"quirks"`
+	Docs    string   `json:"docs"`
+}
+
+// templateNames is the catalog as of this build, for help texts (the node
+// is the authority: an older or newer node may know others).
+var templateNames = []string{"openai", "anthropic", "gemini", "mistral", "stripe", "github", "slack", "notion", "linear",
+	"hubspot", "hubspot-oauth", "salesforce", "google", "twilio", "sendgrid", "datadog", "airtable", "aws-bedrock", "aws-s3",
+	"microsoft-graph"}
+
+func fetchTemplate(c *cobra.Command, cl *client, name string) (*templateView, error) {
+	var t templateView
+	if _, err := cl.getJSON(c.Context(), "GET", "/api/v1/templates/"+seg(name), nil, nil, &t); err != nil {
+		var ae *apiError
+		if errors.As(err, &ae) && ae.Status == http.StatusNotFound {
+			return nil, usagef(c, "there is no template %s; keyhole proxy templates lists them", clean(name))
+		}
+		return nil, err
+	}
+	return &t, nil
+}
+
+// applyTemplate fills the flags the user left out from the template.
+func (f *proxyFlags) applyTemplate(c *cobra.Command, t *templateView) error {
+	changed := c.Flags().Changed
+	for _, r := range t.Requires {
+		flag, what := "", ""
+		switch r {
+		case "upstream":
+			flag, what = "upstream", "your instance's base URL"
+		case "token_url":
+			flag, what = "token-url", "the token endpoint of your tenant"
+		case "scopes":
+			flag, what = "scope", "the OAuth scopes the token needs (repeatable)"
+		default:
+			continue
+		}
+		if !changed(flag) {
+			return usagef(c, "template %s needs --%s: %s (template default: %s)", clean(t.Name), flag, what, clean(templateDefault(t, r)))
+		}
+	}
+	if !changed("upstream") {
+		f.upstream = t.Upstream
+		if f.region != "" && t.UpstreamByRegion != "" {
+			f.upstream = strings.ReplaceAll(t.UpstreamByRegion, "{region}", f.region)
+		}
+	}
+	if !changed("description") {
+		f.description = t.Description
+	}
+	if !changed("token-header") {
+		f.tokenHeader = t.AgentTokenHeader
+	}
+	if !changed("auth") {
+		f.auth = t.Auth.Type
+	}
+	if f.auth == t.Auth.Type {
+		// The template's auth settings go with its auth type only.
+		if !changed("header") {
+			f.headers = pairList(t.Auth.Headers, ": ")
+		}
+		if !changed("param") {
+			f.params = pairList(t.Auth.Params, "=")
+		}
+		for _, s := range []struct {
+			flag string
+			dst  *string
+			val  string
+		}{{"token-url", &f.tokenURL, t.Auth.TokenURL}, {"audience", &f.audience, t.Auth.Audience},
+			{"auth-style", &f.authStyle, t.Auth.AuthStyle}, {"region", &f.region, t.Auth.Region},
+			{"service", &f.service, t.Auth.Service}, {"refresh-margin", &f.refreshMargin, t.Auth.RefreshMargin}} {
+			if !changed(s.flag) {
+				*s.dst = s.val
+			}
+		}
+		if !changed("scope") {
+			f.scopes = t.Auth.Scopes
+		}
+	}
+	// Static headers: the template's, each replaced by a --static-header of
+	// the same name.
+	given := map[string]bool{}
+	for _, s := range f.static {
+		k, _, _ := strings.Cut(s, ":")
+		given[http.CanonicalHeaderKey(strings.TrimSpace(k))] = true
+	}
+	for _, kv := range pairList(t.StaticHeaders, ": ") {
+		k, _, _ := strings.Cut(kv, ":")
+		if !given[http.CanonicalHeaderKey(k)] {
+			f.static = append(f.static, kv)
+		}
+	}
+	if f.auth != "none" && f.secret == "" {
+		what := "a string secret (the API key)"
+		if len(t.SecretFields) > 0 {
+			what = "an object secret with fields " + strings.Join(t.SecretFields, ", ")
+		}
+		return usagef(c, "template %s needs --secret: %s (keyhole secret set NAME)", clean(t.Name), what)
+	}
+	return nil
+}
+
+func templateDefault(t *templateView, r string) string {
+	switch r {
+	case "upstream":
+		return t.Upstream
+	case "token_url":
+		return t.Auth.TokenURL
+	}
+	return "none"
+}
+
+// pairList turns a map into sorted "k<sep>v" flag values.
+func pairList(m map[string]string, sep string) []string {
+	out := make([]string, 0, len(m))
+	for _, k := range sortedKeys(m) {
+		out = append(out, k+sep+m[k])
+	}
+	return out
+}
+
+func (a *app) proxyTemplatesCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:     "templates [NAME]",
+		Aliases: []string{"template"},
+		Short:   "List the catalog of well-known APIs (for proxy create --template)",
+		Long: `List the templates of well-known APIs that proxy create --template starts
+from, or show one: its upstream, auth, the secret it needs, the header its
+official SDK sends the key in, how to point the SDK at keyhole, and the
+provider's quirks.`,
+		Example: "  keyhole proxy templates\n  keyhole proxy templates anthropic\n  keyhole proxy templates --json | jq -r '.templates[].name'",
+		Args:    cobra.MaximumNArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			cl, err := a.client()
+			if err != nil {
+				return err
+			}
+			if len(args) == 1 {
+				var t templateView
+				raw, err := cl.getJSON(c.Context(), "GET", "/api/v1/templates/"+seg(args[0]), nil, nil, &t)
+				if err != nil {
+					return err
+				}
+				return a.out(c.OutOrStdout(), raw, func() error { return showTemplate(c.OutOrStdout(), &t) })
+			}
+			var resp struct {
+				Templates []templateView `json:"templates"`
+			}
+			raw, err := cl.getJSON(c.Context(), "GET", "/api/v1/templates", nil, nil, &resp)
+			if err != nil {
+				return err
+			}
+			return a.out(c.OutOrStdout(), raw, func() error {
+				t := newTable(c.OutOrStdout(), "NAME", "AUTH", "UPSTREAM", "API")
+				for _, tp := range resp.Templates {
+					t.row(tp.Name, tp.Auth.Type, tp.Upstream, tp.Title)
+				}
+				return t.flush()
+			})
+		},
+	}
+}
+
+func showTemplate(w io.Writer, tp *templateView) error {
+	t := newTable(w)
+	t.row("template:", tp.Name+" ("+tp.Title+")")
+	t.row("description:", tp.Description)
+	t.row("upstream:", tp.Upstream)
+	if tp.UpstreamByRegion != "" {
+		t.row("by region:", tp.UpstreamByRegion+" (--region)")
+	}
+	t.row("auth:", tp.Auth.Type)
+	for _, k := range sortedKeys(tp.Auth.Headers) {
+		t.row("auth header:", k+": "+tp.Auth.Headers[k])
+	}
+	if tp.Auth.TokenURL != "" {
+		t.row("token url:", tp.Auth.TokenURL)
+	}
+	if len(tp.Auth.Scopes) > 0 {
+		t.row("scopes:", strings.Join(tp.Auth.Scopes, " "))
+	}
+	if tp.Auth.AuthStyle != "" {
+		t.row("auth style:", tp.Auth.AuthStyle)
+	}
+	if tp.Auth.Service != "" {
+		t.row("aws:", "region "+tp.Auth.Region+", service "+tp.Auth.Service)
+	}
+	secret := "a string (the API key)"
+	if len(tp.SecretFields) > 0 {
+		secret = "an object with " + strings.Join(tp.SecretFields, ", ")
+	}
+	t.row("secret:", secret)
+	if tp.AgentTokenHeader != "" {
+		t.row("token header:", tp.AgentTokenHeader+" (where the SDK sends its key)")
+	}
+	for _, k := range sortedKeys(tp.StaticHeaders) {
+		t.row("static header:", k+": "+tp.StaticHeaders[k])
+	}
+	if len(tp.Requires) > 0 {
+		t.row("you give:", strings.Join(tp.Requires, ", "))
+	}
+	if tp.Connect != nil {
+		t.row("connect:", "keyhole secret connect NAME --template "+tp.Name+" --scope …")
+	}
+	t.row("SDK:", tp.SDK)
+	t.row("example:", tp.Example)
+	for _, q := range tp.Quirks {
+		t.row("quirk:", q)
+	}
+	t.row("docs:", tp.Docs)
+	return t.flush()
 }

@@ -135,7 +135,8 @@ would end up in process listings and shell history.`,
   keyhole secret set github-app --object --from-file github-app.json
   printf %s "$NEW_KEY" | keyhole secret rotate stripe-key
   keyhole secret ls`,
-		a.secretSetCmd(), a.secretRotateCmd(), a.secretLsCmd(), a.secretShowCmd(), a.secretRmCmd())
+		a.secretSetCmd(), a.secretRotateCmd(), a.secretLsCmd(), a.secretShowCmd(), a.secretRmCmd(),
+		a.secretConnectCmd())
 }
 
 func (a *app) secretSetCmd() *cobra.Command {

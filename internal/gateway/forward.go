@@ -16,6 +16,7 @@ import (
 
 	"github.com/keyhole-gw/keyhole/internal/audit"
 	"github.com/keyhole-gw/keyhole/internal/httpfront"
+	"github.com/keyhole-gw/keyhole/internal/inject"
 	"github.com/keyhole-gw/keyhole/internal/netguard"
 	"github.com/keyhole-gw/keyhole/internal/rules"
 )
@@ -145,10 +146,16 @@ func (g *Gateway) rewrite(pr *httputil.ProxyRequest) {
 		out.Header.Set(k, v)
 	}
 	out.Header.Set("X-Keyhole-Request-Id", x.rid)
+	// Upstream auth runs last: AWS SigV4 signs every header set above, so
+	// nothing may change the request after it (inject/sigv4.go).
 	if err := p.Inject.Apply(out); err != nil {
 		// Fail closed: an outgoing request without its credential is
 		// never sent (the transport sees the marker and refuses).
 		*out = *out.WithContext(context.WithValue(out.Context(), injectFailed{}, err))
+	} else {
+		// OAuth 2.0: scrub the response of the access token this request
+		// carries, which may be newer than the snapshot (catalog/dynamic.go).
+		x.proxy = p.ForRequest(out)
 	}
 	x.upAt = time.Now()
 }
@@ -168,7 +175,17 @@ func (transportFor) RoundTrip(r *http.Request) (*http.Response, error) {
 	}
 	x := exchangeFrom(r.Context())
 	x.sent = true
+	// OAuth 2.0 (SPEC §4): on an upstream 401, refresh the token once and
+	// retry once when the body can be replayed (a small body is kept for
+	// that); never after a 403, never twice (catalog/dynamic.go).
+	replay := x.proxy.PrepareRetry(r)
 	res, err := x.proxy.Transport.RoundTrip(r)
+	if err == nil && res.StatusCode == http.StatusUnauthorized {
+		if r2 := x.proxy.RetryUnauthorized(r, res, replay); r2 != nil {
+			x.proxy = x.proxy.ForRequest(r2)
+			res, err = x.proxy.Transport.RoundTrip(r2)
+		}
+	}
 	x.upHdr = time.Since(x.upAt)
 	return res, err
 }
@@ -279,6 +296,9 @@ func (g *Gateway) proxyError(w http.ResponseWriter, r *http.Request, err error) 
 	var ne net.Error
 	var ae *authError
 	switch {
+	case errors.Is(err, inject.ErrBodyTooLarge): // AWS SigV4 hashes the whole body
+		f = &refusal{status: http.StatusRequestEntityTooLarge, reason: "body_too_large",
+			message: "this proxy signs request bodies (AWS SigV4) and takes at most " + strconv.Itoa(inject.MaxSignedBody) + " bytes; this one is larger"}
 	case errors.As(err, &ae):
 		f = &refusal{status: http.StatusBadGateway, reason: "upstream_auth_failed", message: "keyhole could not obtain the upstream credential; nothing was forwarded"}
 	case errors.Is(err, errFilterTooLarge):

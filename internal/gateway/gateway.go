@@ -266,6 +266,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	// Step 7: the start record, committed before anything is forwarded.
+	x.rec.Decision = audit.Allow
 	x.rec.Query = p.Redact.Query(x.rawQuery)
 	if err := g.Audit.Begin(r.Context(), &x.rec); err != nil {
 		g.auditFailed(w, r, x, err)

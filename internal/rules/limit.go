@@ -2,6 +2,7 @@ package rules
 
 import (
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"sync"
@@ -16,10 +17,16 @@ type limitSpec struct {
 }
 
 // maxExactLimit: up to this N the limiter keeps the time of each of the
-// last N requests (exact: never more than N in any window). Beyond it, a
-// two-window sliding counter (approximate, within a few percent) keeps the
-// memory per agent constant.
+// last N requests (exact: never more than N in any window, refused only
+// when N are in it). Beyond it, a ring of sub-window counters keeps the
+// memory per key constant (about 1 KiB) and is conservative: it never
+// admits more than N in any window, and may refuse up to one sub-window
+// early.
 const maxExactLimit = 4096
+
+// ringBuckets is how many sub-windows a window is cut into in the
+// approximate mode: a refusal comes at most window/ringBuckets early.
+const ringBuckets = 64
 
 func parseLimit(s string) (*limitSpec, error) {
 	ns, unit, ok := strings.Cut(strings.TrimSpace(s), "/")
@@ -68,14 +75,112 @@ func NewLimits() *Limits { return &Limits{m: map[string]*slidingLog{}} }
 
 type slidingLog struct {
 	mu     sync.Mutex
-	times  []int64 // ring of the last n allowed request times (exact mode)
-	next   int
-	count  int
 	window int64
-	// approximate mode
-	curStart  int64
-	cur, prev int
-	last      int64
+	last   int64 // the last allowed request (for sweeping idle keys)
+	// exact mode: a ring of the last n allowed request times
+	times []int64
+	next  int
+	count int
+	// approximate mode: a ring of sub-window counters
+	ring *counterRing
+}
+
+// counterRing counts allowed requests per sub-window of width w (the
+// window cut into ringBuckets). A request at time t is in the window at
+// now when now-t < window, so the window at now reaches back to
+// now-window+1; the ring counts every bucket that window touches, whole.
+// Counting whole buckets over-counts (the oldest bucket may hold requests
+// already out of the window), never under-counts: admitting only while
+// that count is below N never lets N+1 requests into any window.
+type counterRing struct {
+	w       int64 // bucket width, ≥ 1 ns
+	buckets []bucket
+	latest  int64 // the latest time seen: a clock that steps back is held here
+	// total is the sum of the buckets from lo to the newest one written
+	// (none is newer than latest's), kept as lo moves forward, so an
+	// admission costs O(1) amortised instead of a pass over the ring.
+	total int64
+	lo    int64
+}
+
+// bucket is one sub-window's count; k is its absolute index (time / w), so
+// a slot left from an earlier lap of the ring is recognised as stale.
+type bucket struct {
+	k int64
+	n int64
+}
+
+func newCounterRing(window int64) *counterRing {
+	w := max(window/ringBuckets, 1)
+	// A window of length W touches at most ceil(W/w)+1 buckets; with that
+	// many slots, the buckets in one window never share a slot.
+	slots := (window+w-1)/w + 1
+	r := &counterRing{w: w, buckets: make([]bucket, slots)}
+	for i := range r.buckets {
+		r.buckets[i].k = math.MinInt64
+	}
+	return r
+}
+
+func floorDiv(a, b int64) int64 {
+	q := a / b
+	if a%b != 0 && (a < 0) != (b < 0) {
+		q--
+	}
+	return q
+}
+
+func (r *counterRing) slot(k int64) *bucket {
+	n := int64(len(r.buckets))
+	return &r.buckets[((k%n)+n)%n]
+}
+
+// count returns the n of bucket k (0 when its slot holds another lap's).
+func (r *counterRing) count(k int64) int64 {
+	if b := r.slot(k); b.k == k {
+		return b.n
+	}
+	return 0
+}
+
+// allow admits one request at time at if fewer than n are counted in the
+// window, or returns exactly how long until the count drops below n (when
+// enough of the oldest buckets have left the window).
+func (r *counterRing) allow(n int, window, at int64) (bool, time.Duration) {
+	// A wall clock that steps back must not empty the window: count as of
+	// the latest time seen.
+	now := max(at, r.latest)
+	r.latest = now
+	kCur := floorDiv(now, r.w)
+	kLo := floorDiv(now-window+1, r.w)
+	// Move the window's start: buckets before kLo leave the total.
+	if r.total == 0 || kLo-r.lo > int64(len(r.buckets)) {
+		r.total, r.lo = 0, kLo // nothing counted, or every counted bucket has left
+	}
+	for ; r.lo < kLo; r.lo++ {
+		r.total -= r.count(r.lo)
+	}
+	if r.total < int64(n) {
+		b := r.slot(kCur)
+		if b.k != kCur {
+			*b = bucket{k: kCur}
+		}
+		b.n++
+		r.total++
+		return true, 0
+	}
+	// Bucket k is counted while floor((t-window+1)/w) ≤ k, that is until
+	// t = (k+1)·w + window - 1. Drop the oldest buckets until fewer than n
+	// remain.
+	total := r.total
+	for k := kLo; k <= kCur; k++ {
+		total -= r.count(k)
+		if total < int64(n) {
+			return false, time.Duration((k+1)*r.w + window - 1 - at)
+		}
+	}
+	// Unreachable: with every bucket dropped the count is 0 < n.
+	return false, time.Duration(window)
 }
 
 // Allow implements Limiter.
@@ -93,6 +198,8 @@ func (l *Limits) Allow(key string, n int, window time.Duration, now time.Time) (
 		s = &slidingLog{window: int64(window)}
 		if n <= maxExactLimit {
 			s.times = make([]int64, n)
+		} else {
+			s.ring = newCounterRing(int64(window))
 		}
 		l.m[key] = s
 	}
@@ -131,24 +238,11 @@ func (s *slidingLog) allow(n int, now int64) (bool, time.Duration) {
 		}
 		return false, time.Duration(oldest + s.window - now)
 	}
-	// Sliding window counter: the previous window's count weighted by how
-	// much of it still overlaps the sliding window.
-	start := now - now%s.window
-	if start != s.curStart {
-		if start-s.curStart == s.window {
-			s.prev = s.cur
-		} else {
-			s.prev = 0
-		}
-		s.cur, s.curStart = 0, start
-	}
-	weight := float64(s.window-(now-start)) / float64(s.window)
-	if float64(s.prev)*weight+float64(s.cur) < float64(n) {
-		s.cur++
+	ok, retry := s.ring.allow(n, s.window, now)
+	if ok {
 		s.last = now
-		return true, 0
 	}
-	return false, time.Duration(s.window - (now - start))
+	return ok, retry
 }
 
 // RateLimit applies the deciding allow rule's rate_limit for agent: ok, or

@@ -12,6 +12,7 @@ package rules
 import (
 	"fmt"
 	"net/http"
+	"sort"
 	"strings"
 
 	"github.com/keyhole-gw/keyhole/internal/policy"
@@ -40,18 +41,20 @@ type Set struct {
 
 // Rule is one compiled rule.
 type Rule struct {
-	Name    string
-	Deny    bool
-	Report  bool
-	Spec    spec.Rule
-	agents  map[string]bool
-	labels  map[string]string
-	methods map[string]bool // nil: every method
-	paths   []*policy.Pattern
-	cond    *condition
-	limit   *limitSpec
-	limits  *Limits
-	proxy   string
+	Name   string
+	Deny   bool
+	Report bool
+	Spec   spec.Rule
+	agents map[string]bool
+	labels map[string]string
+	// labelKeys are labels' keys, sorted.
+	labelKeys []string
+	methods   map[string]bool // nil: every method
+	paths     []*policy.Pattern
+	cond      *condition
+	limit     *limitSpec
+	limits    *Limits
+	proxy     string
 }
 
 // Error is a compile error a person can act on.
@@ -105,6 +108,12 @@ func compileRule(sr spec.Rule, opt Options) (*Rule, error) {
 	}
 	if len(sr.AgentLabels) > 0 {
 		r.labels = sr.AgentLabels
+		for k := range sr.AgentLabels {
+			r.labelKeys = append(r.labelKeys, k)
+		}
+		// Sorted: the label Explain names as missing does not depend on
+		// map order.
+		sort.Strings(r.labelKeys)
 	}
 	if len(sr.Methods) > 0 {
 		r.methods = map[string]bool{}
@@ -212,7 +221,15 @@ type Decision struct {
 }
 
 // Decide applies the rules to one request.
-func (s *Set) Decide(in *Input) Decision {
+func (s *Set) Decide(in *Input) Decision { return s.decide(in, nil) }
+
+// decide is Decide's one code path, which Explain shares. With trace nil it
+// evaluates only what the decision needs (the first matching deny; allows
+// until one matches or a deny does); with trace set it evaluates every rule
+// and reports each outcome, in order. The decision is the same either way:
+// rules have no side effects (rate limits are applied later, by
+// Decision.RateLimit).
+func (s *Set) decide(in *Input, trace func(i int, o outcome)) Decision {
 	var d Decision
 	if s == nil {
 		d.Reason = "no_rule_allows"
@@ -221,23 +238,39 @@ func (s *Set) Decide(in *Input) Decision {
 	ev := newEval(in)
 	var allow *Rule
 	var deny *Rule
-	for _, r := range s.rules {
-		if r.Report {
-			if r.matches(in, ev) {
-				if r.Deny {
-					d.Report = append(d.Report, "report:denied_by_rule:"+r.Name)
-				} else {
-					d.Report = append(d.Report, "report:allowed_by_rule:"+r.Name)
-				}
-			}
+	for i, r := range s.rules {
+		need := trace != nil
+		switch {
+		case r.Report:
+			need = true
+		case r.Deny:
+			need = need || deny == nil
+		default:
+			need = need || allow == nil && deny == nil
+		}
+		if !need {
 			continue
 		}
-		if r.Deny {
-			if deny == nil && r.matches(in, ev) {
+		o := r.match(in, ev)
+		if trace != nil {
+			trace(i, o)
+		}
+		if !o.matched {
+			continue
+		}
+		switch {
+		case r.Report && r.Deny:
+			d.Report = append(d.Report, "report:denied_by_rule:"+r.Name)
+		case r.Report:
+			d.Report = append(d.Report, "report:allowed_by_rule:"+r.Name)
+		case r.Deny:
+			if deny == nil {
 				deny = r
 			}
-		} else if allow == nil && deny == nil && r.matches(in, ev) {
-			allow = r
+		default:
+			if allow == nil && deny == nil {
+				allow = r
+			}
 		}
 	}
 	switch {
@@ -251,19 +284,43 @@ func (s *Set) Decide(in *Input) Decision {
 	return d
 }
 
-// matches: agent selectors, method, path, then the condition (fail closed:
-// an erroring condition matches a deny and does not match an allow).
-func (r *Rule) matches(in *Input, ev *evaluator) bool {
+// step is the check at which a rule stopped: the first selector that did
+// not hold, or the condition's result.
+type step uint8
+
+const (
+	stepMatched   step = iota // every selector held and the condition was true (or absent)
+	stepAgent                 // the agent is not in agents
+	stepLabel                 // an agent_labels entry is missing or different
+	stepMethod                // the method is not in methods
+	stepPath                  // no path pattern matches
+	stepCondFalse             // the condition is false
+	stepCondError             // the condition errored (matched = the rule is a deny)
+)
+
+// outcome is how one rule fared against one request: Decide reads matched,
+// Explain also says why. Building it allocates nothing.
+type outcome struct {
+	matched bool
+	step    step
+	label   string // stepLabel: the label key that failed
+	err     error  // stepCondError: the condition's error
+}
+
+// match checks the agent selectors, the method, the path, then the
+// condition (fail closed: an erroring condition matches a deny and does not
+// match an allow).
+func (r *Rule) match(in *Input, ev *evaluator) outcome {
 	if r.agents != nil && !r.agents[in.Agent] {
-		return false
+		return outcome{step: stepAgent}
 	}
-	for k, v := range r.labels {
-		if got, ok := in.Labels[k]; !ok || got != v {
-			return false
+	for _, k := range r.labelKeys {
+		if got, ok := in.Labels[k]; !ok || got != r.labels[k] {
+			return outcome{step: stepLabel, label: k}
 		}
 	}
 	if r.methods != nil && !r.methods[in.Method] {
-		return false
+		return outcome{step: stepMethod}
 	}
 	hit := false
 	for _, p := range r.paths {
@@ -273,16 +330,19 @@ func (r *Rule) matches(in *Input, ev *evaluator) bool {
 		}
 	}
 	if !hit {
-		return false
+		return outcome{step: stepPath}
 	}
 	if r.cond == nil {
-		return true
+		return outcome{matched: true, step: stepMatched}
 	}
 	ok, err := ev.eval(r.cond)
-	if err != nil {
-		return r.Deny
+	switch {
+	case err != nil:
+		return outcome{matched: r.Deny, step: stepCondError, err: err}
+	case !ok:
+		return outcome{step: stepCondFalse}
 	}
-	return ok
+	return outcome{matched: true, step: stepMatched}
 }
 
 func clip(s string) string {

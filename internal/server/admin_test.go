@@ -46,3 +46,29 @@ func TestAdminAPIRoutesAndRecords(t *testing.T) {
 		t.Errorf("want an -admin record of the secret's creation and of the viewer's refused delete; got %d records", len(recs))
 	}
 }
+
+// Admin request bodies are read strictly: a repeated key is refused, not
+// last-wins ({"role":"viewer","role":"admin"} must not issue an admin
+// token), and so is a case variant of a field name.
+func TestAdminBodiesAreStrict(t *testing.T) {
+	n := startNode(t)
+	for _, body := range []string{
+		`{"name":"x","role":"viewer","role":"admin","ttl":"1h"}`,
+		`{"name":"x","Role":"admin","ttl":"1h"}`,
+	} {
+		r := n.admin("POST", "/admin-tokens", body)
+		if r.status != 400 || r.errCode() != "invalid_request" {
+			t.Errorf("POST /admin-tokens %s → want 400 invalid_request, got %s", body, r)
+		}
+		if tok := str(r.obj(), "token"); tok != "" {
+			n.plantToken(tok)
+		}
+	}
+	up := n.upstream()
+	n.secret("strict-k", canary())
+	n.proxy("strict", up, map[string]any{"auth": map[string]any{"type": "bearer", "secret": "strict-k"}})
+	dup := `{"upstream":"` + up.URL + `","upstream":"http://127.0.0.1:1","auth":{"type":"bearer","secret":"strict-k"}}`
+	if r := n.admin("PUT", "/proxies/strict", dup); r.status != 400 {
+		t.Errorf("PUT /proxies/strict without a name and with a repeated upstream → want 400, got %s", r)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/keyhole-gw/keyhole/internal/token"
 )
@@ -250,5 +251,28 @@ func TestChildTokenRulesApplyFully(t *testing.T) {
 	}
 	if r := n.call("GET", "/childci/v1/items/1", f.tok, ""); r.status != 200 {
 		t.Errorf("the parent is not limited by its child's rule; got %s", r)
+	}
+}
+
+// A forwarded request's record says "allow" from its start, so filters on
+// decision find it while it is in flight (and after a crash, incomplete).
+func TestStartRecordCarriesItsDecision(t *testing.T) {
+	n := startNode(t)
+	f := n.fx("startdec", nil, rule("all", "allow", "GET /**"))
+	release := make(chan struct{})
+	f.up.on("/v1/slow", func(w http.ResponseWriter, r *http.Request) { <-release })
+	done := make(chan *resp, 1)
+	go func() { done <- n.call("GET", "/startdec/v1/slow", f.tok, "") }()
+	var recs []map[string]any
+	for i := 0; i < 500 && len(recs) == 0; i++ {
+		recs = n.logs("proxy=startdec&decision=allow")
+		if len(recs) == 0 {
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	close(release)
+	<-done
+	if len(recs) != 1 || recs[0]["incomplete"] != true {
+		t.Errorf("an in-flight request's record is listed under decision=allow (incomplete); got %v", recs)
 	}
 }

@@ -112,6 +112,13 @@ type Capture struct {
 	// RedactJSON are JSON paths (card.number, **.password) whose values are
 	// masked in captured JSON bodies.
 	RedactJSON []string `json:"redact_json"`
+	// RedactMode is how the audit log stores what it redacts: "mask" (the
+	// default when omitted) stores "[REDACTED]"; "hmac" stores
+	// "hmac-sha256:" and 32 hex digits of a keyed HMAC of the value (the key
+	// is derived from the master key, never stored), so records carrying a
+	// known value can be found (keyhole audit hash) while the log never
+	// holds it. Responses to agents are scrubbed with "[REDACTED]" either way.
+	RedactMode string `json:"redact_mode,omitempty"`
 }
 
 // Timeouts bound each forwarded call (SPEC §3.6).
@@ -256,6 +263,18 @@ func DecodeRule(r io.Reader) (Rule, error) {
 // decodeStrict decodes exactly one JSON value into v, refusing unknown
 // fields and trailing data, with messages a person can act on.
 func decodeStrict(r io.Reader, v any) error {
+	// The strict pre-pass (strict.go): duplicate keys, keys that are not
+	// exactly a field's JSON name, invalid UTF-8 and the like are refused
+	// before encoding/json, which lets them through, reads the body.
+	b, err := readStrict(r, v)
+	if err != nil {
+		return err
+	}
+	return decodeJSON(bytes.NewReader(b), v)
+}
+
+// decodeJSON is encoding/json's decode of exactly one value into v.
+func decodeJSON(r io.Reader, v any) error {
 	dec := json.NewDecoder(r)
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
@@ -425,6 +444,9 @@ func (p *Proxy) Validate() error {
 		if err := ValidJSONPath(j); err != nil {
 			return errf("capture.redact_json: %v", err)
 		}
+	}
+	if m := p.Capture.RedactMode; m != "" && m != "mask" && m != "hmac" {
+		return errf("capture.redact_mode is mask (the default) or hmac, not %q", clip(m))
 	}
 	t := p.Timeouts
 	if t.Connect <= 0 || t.ResponseHeader <= 0 || t.Total <= 0 {

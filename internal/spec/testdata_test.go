@@ -24,12 +24,7 @@ const maxEcho = 80
 // knownBugs are testdata cases that fail today for a reason the report
 // names; each is skipped with that reason rather than deleted, so the fix
 // only has to remove the line.
-var knownBugs = map[string]string{
-	"invalid/case-variant-key.json": "BUG: encoding/json matches field names case-insensitively, so " +
-		"{\"NAME\":…} is accepted as name instead of refused as an unknown field (SPEC §7.1: unknown fields → 400)",
-	"invalid/duplicate-key.json": "BUG: a repeated key ({\"name\":\"x\",\"name\":\"y\"}) is accepted and the last one wins, " +
-		"so a reviewer reading the first sees a different config than keyhole runs; the rules body parser refuses this (SPEC §5)",
-}
+var knownBugs = map[string]string{}
 
 func testdataFiles(t testing.TB, dir string) []string {
 	t.Helper()
