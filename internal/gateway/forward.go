@@ -24,7 +24,10 @@ import (
 // forward is step 8: the reverse proxy, then the end of the record.
 func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, x *exchange, body *rules.Body) {
 	p := x.proxy
-	x.end = audit.End{Decision: audit.Allow, Reason: x.rec.Reason, Rule: x.rec.Rule}
+	// The end leaves decision, reason and rule empty unless they change
+	// (an upstream failure): the start's stand, and the store then has no
+	// index to update but the status.
+	x.end = audit.End{}
 	capMax := int64(0)
 	if p.Spec.Capture.RequestBody || p.Spec.Capture.ResponseBody {
 		capMax = p.Spec.Capture.MaxBytes + int64(max(p.Redact.MaxSecretLen(), maxTokenLen))

@@ -20,7 +20,7 @@ func (s *Store) AppendAudit(ctx context.Context, batch []store.AuditEvent) error
 		// The statements are prepared once on the write connection
 		// (sqlite.Open): re-parsing SQL for every small batch cost more
 		// than the inserts themselves.
-		ins, idx, end := t.StmtContext(ctx, s.insEvent), t.StmtContext(ctx, s.insRecord), t.StmtContext(ctx, s.updEnd)
+		ins, idx, end, endStatus := t.StmtContext(ctx, s.insEvent), t.StmtContext(ctx, s.insRecord), t.StmtContext(ctx, s.updEnd), t.StmtContext(ctx, s.updEndStatus)
 		for i := range batch {
 			e := &batch[i]
 			if _, err := ins.ExecContext(ctx, e.Node, e.Seq, e.RecordID, e.Kind, e.Data, e.PrevHash, e.Hash); err != nil {
@@ -34,7 +34,15 @@ func (s *Store) AppendAudit(ctx context.Context, batch []store.AuditEvent) error
 					return err
 				}
 			case "end":
-				if _, err := end.ExecContext(ctx, x.Decision, x.Reason, x.Rule, x.Status, x.LatencyMS, e.RecordID); err != nil {
+				var err error
+				if x.Decision == "" && x.Reason == "" && x.Rule == "" {
+					// The common case: only the status arrives, so only
+					// the status index changes.
+					_, err = endStatus.ExecContext(ctx, x.Status, x.LatencyMS, e.RecordID)
+				} else {
+					_, err = end.ExecContext(ctx, x.Decision, x.Reason, x.Rule, x.Status, x.LatencyMS, e.RecordID)
+				}
+				if err != nil {
 					return err
 				}
 			}
@@ -57,7 +65,8 @@ const (
 	// An end event's empty decision, reason or rule leaves the start's.
 	sqlUpdEnd = `UPDATE audit_records SET decision = COALESCE(NULLIF(?, ''), decision), reason = COALESCE(NULLIF(?, ''), reason),
 			rule = COALESCE(NULLIF(?, ''), rule), status = ?, latency_ms = ?, complete = 1 WHERE id = ?`
-	sqlUpsertHead = `INSERT INTO audit_heads (node, seq, hash, mac, updated_at) VALUES (?, ?, ?, ?, ?)
+	sqlUpdEndStatus = `UPDATE audit_records SET status = ?, latency_ms = ?, complete = 1 WHERE id = ?`
+	sqlUpsertHead   = `INSERT INTO audit_heads (node, seq, hash, mac, updated_at) VALUES (?, ?, ?, ?, ?)
 			ON CONFLICT (node) DO UPDATE SET seq = excluded.seq, hash = excluded.hash, mac = excluded.mac, updated_at = excluded.updated_at`
 )
 

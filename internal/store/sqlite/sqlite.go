@@ -39,7 +39,7 @@ type Store struct {
 	r    *sql.DB // readers
 	path string
 
-	insEvent, insRecord, updEnd *sql.Stmt // the audit writer's statements
+	insEvent, insRecord, updEnd, updEndStatus *sql.Stmt // the audit writer's statements
 }
 
 var _ store.Store = (*Store)(nil)
@@ -110,7 +110,7 @@ func Open(ctx context.Context, path string, opt Options) (*Store, error) {
 	for _, p := range []struct {
 		st  **sql.Stmt
 		sql string
-	}{{&s.insEvent, sqlInsEvent}, {&s.insRecord, sqlInsRecord}, {&s.updEnd, sqlUpdEnd}} {
+	}{{&s.insEvent, sqlInsEvent}, {&s.insRecord, sqlInsRecord}, {&s.updEnd, sqlUpdEnd}, {&s.updEndStatus, sqlUpdEndStatus}} {
 		if *p.st, err = w.PrepareContext(ctx, p.sql); err != nil {
 			s.Close()
 			return nil, err
