@@ -40,6 +40,9 @@ type Store struct {
 	path string
 
 	insEvent, insRecord, updEnd, updEndStatus *sql.Stmt // the audit writer's statements
+
+	cp             *sql.DB // background WAL checkpoints
+	cpStop, cpDone chan struct{}
 }
 
 var _ store.Store = (*Store)(nil)
@@ -83,7 +86,11 @@ func Open(ctx context.Context, path string, opt Options) (*Store, error) {
 	base := "file:" + (&url.URL{Path: path}).EscapedPath() +
 		"?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(" + sync + ")" +
 		"&_pragma=foreign_keys(ON)&_pragma=cache_size(-65536)&_pragma=temp_store(MEMORY)&_time_format=sqlite"
-	w, err := sql.Open("sqlite", base+"&_txlock=immediate")
+	// The writer never checkpoints the WAL itself: a checkpoint copies
+	// pages into the database file and fsyncs it, and in the writer's
+	// commit that stalls every request waiting on the audit log. A
+	// background connection checkpoints instead (checkpointer).
+	w, err := sql.Open("sqlite", base+"&_txlock=immediate&_pragma=wal_autocheckpoint(0)")
 	if err != nil {
 		return nil, err
 	}
@@ -116,7 +123,43 @@ func Open(ctx context.Context, path string, opt Options) (*Store, error) {
 			return nil, err
 		}
 	}
+	cp, err := sql.Open("sqlite", base)
+	if err != nil {
+		s.Close()
+		return nil, err
+	}
+	cp.SetMaxOpenConns(1)
+	s.cp, s.cpStop, s.cpDone = cp, make(chan struct{}), make(chan struct{})
+	go s.checkpointer()
 	return s, nil
+}
+
+// checkpointInterval and walTruncate tune the background checkpoints.
+const (
+	checkpointInterval = 500 * time.Millisecond
+	walTruncate        = 256 << 20 // a WAL grown past this is truncated
+)
+
+// checkpointer copies the WAL into the database file in the background
+// (PASSIVE: it never blocks the writer or readers), and truncates a WAL
+// that grew large while readers held it.
+func (s *Store) checkpointer() {
+	defer close(s.cpDone)
+	t := time.NewTicker(checkpointInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.cpStop:
+			s.cp.Exec(`PRAGMA wal_checkpoint(TRUNCATE)`)
+			return
+		case <-t.C:
+			mode := "PASSIVE"
+			if st, err := os.Stat(s.path + "-wal"); err == nil && st.Size() > walTruncate {
+				mode = "TRUNCATE"
+			}
+			s.cp.Exec(`PRAGMA wal_checkpoint(` + mode + `)`)
+		}
+	}
 }
 
 func (s *Store) migrate(ctx context.Context) error {
@@ -132,6 +175,12 @@ func (s *Store) migrate(ctx context.Context) error {
 
 // Close closes the database.
 func (s *Store) Close() error {
+	if s.cp != nil {
+		close(s.cpStop)
+		<-s.cpDone
+		s.cp.Close()
+		s.cp = nil
+	}
 	err := s.w.Close()
 	if e := s.r.Close(); err == nil {
 		err = e
