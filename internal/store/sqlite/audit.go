@@ -17,29 +17,57 @@ func (s *Store) AppendAudit(ctx context.Context, batch []store.AuditEvent) error
 		return nil
 	}
 	return s.tx(ctx, false, func(t *sql.Tx) error {
-		// The statements are prepared once on the write connection
-		// (sqlite.Open): re-parsing SQL for every small batch cost more
-		// than the inserts themselves.
-		ins, idx, end, endStatus := t.StmtContext(ctx, s.insEvent), t.StmtContext(ctx, s.insRecord), t.StmtContext(ctx, s.updEnd), t.StmtContext(ctx, s.updEndStatus)
-		for i := range batch {
-			e := &batch[i]
-			if _, err := ins.ExecContext(ctx, e.Node, e.Seq, e.RecordID, e.Kind, e.Data, e.PrevHash, e.Hash); err != nil {
+		// Events, then index rows, each in multi-row INSERTs of up to
+		// insertChunk rows (one statement for a batch instead of one per
+		// row: binding and stepping a statement costs more than a row),
+		// then the ends' updates (their rows may come from this batch).
+		var recs []*store.AuditEvent
+		for i := 0; i < len(batch); {
+			n := chunk(len(batch) - i)
+			args := make([]any, 0, n*7)
+			for _, e := range batch[i : i+n] {
+				args = append(args, e.Node, e.Seq, e.RecordID, e.Kind, e.Data, e.PrevHash, e.Hash)
+			}
+			if _, err := t.StmtContext(ctx, s.insEvents[n]).ExecContext(ctx, args...); err != nil {
 				return err
 			}
-			x := &e.Index
-			switch e.Kind {
-			case "record", "start":
-				if _, err := idx.ExecContext(ctx, x.ID, micros(x.Time), x.Node, x.Proxy, x.Agent, x.TokenID, x.Method, x.Path,
-					x.Decision, x.Reason, x.Rule, x.Status, x.LatencyMS, e.Kind == "record"); err != nil {
-					return err
-				}
-			case "end":
+			i += n
+		}
+		for i := range batch {
+			if k := batch[i].Kind; k == "record" || k == "start" {
+				recs = append(recs, &batch[i])
+			}
+		}
+		for i := 0; i < len(recs); {
+			n := chunk(len(recs) - i)
+			args := make([]any, 0, n*14)
+			for _, e := range recs[i : i+n] {
+				x := &e.Index
+				args = append(args, x.ID, micros(x.Time), x.Node, x.Proxy, x.Agent, x.TokenID, x.Method, x.Path,
+					x.Decision, x.Reason, x.Rule, x.Status, x.LatencyMS, e.Kind == "record")
+			}
+			if _, err := t.StmtContext(ctx, s.insRecords[n]).ExecContext(ctx, args...); err != nil {
+				return err
+			}
+			i += n
+		}
+		var end, endStatus *sql.Stmt
+		for i := range batch {
+			e := &batch[i]
+			if e.Kind == "end" {
+				x := &e.Index
 				var err error
 				if x.Decision == "" && x.Reason == "" && x.Rule == "" {
 					// The common case: only the status arrives, so only
 					// the status index changes.
+					if endStatus == nil {
+						endStatus = t.StmtContext(ctx, s.updEndStatus)
+					}
 					_, err = endStatus.ExecContext(ctx, x.Status, x.LatencyMS, e.RecordID)
 				} else {
+					if end == nil {
+						end = t.StmtContext(ctx, s.updEnd)
+					}
 					_, err = end.ExecContext(ctx, x.Decision, x.Reason, x.Rule, x.Status, x.LatencyMS, e.RecordID)
 				}
 				if err != nil {
@@ -58,10 +86,37 @@ func (s *Store) AppendAudit(ctx context.Context, batch []store.AuditEvent) error
 	})
 }
 
+// insertChunks are the row counts of the prepared multi-row INSERTs; a
+// batch is cut into the largest chunks that fit.
+var insertChunks = []int{64, 16, 4, 1}
+
+func chunk(left int) int {
+	for _, c := range insertChunks {
+		if left >= c {
+			return c
+		}
+	}
+	return 1
+}
+
+// multiRow repeats a VALUES tuple n times.
+func multiRow(prefix, tuple string, n int) string {
+	var b strings.Builder
+	b.WriteString(prefix)
+	for i := 0; i < n; i++ {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(tuple)
+	}
+	return b.String()
+}
+
 const (
-	sqlInsEvent  = `INSERT INTO audit_events (node, seq, record_id, kind, data, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?)`
-	sqlInsRecord = `INSERT INTO audit_records (id, time, node, proxy, agent, token_id, method, path, decision, reason, rule, status, latency_ms, complete)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+	sqlInsEvents  = `INSERT INTO audit_events (node, seq, record_id, kind, data, prev_hash, hash) VALUES `
+	tupleEvent    = `(?, ?, ?, ?, ?, ?, ?)`
+	sqlInsRecords = `INSERT INTO audit_records (id, time, node, proxy, agent, token_id, method, path, decision, reason, rule, status, latency_ms, complete) VALUES `
+	tupleRecord   = `(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
 	// An end event's empty decision, reason or rule leaves the start's.
 	sqlUpdEnd = `UPDATE audit_records SET decision = COALESCE(NULLIF(?, ''), decision), reason = COALESCE(NULLIF(?, ''), reason),
 			rule = COALESCE(NULLIF(?, ''), rule), status = ?, latency_ms = ?, complete = 1 WHERE id = ?`

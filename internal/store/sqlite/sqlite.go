@@ -39,7 +39,9 @@ type Store struct {
 	r    *sql.DB // readers
 	path string
 
-	insEvent, insRecord, updEnd, updEndStatus *sql.Stmt // the audit writer's statements
+	// The audit writer's statements: multi-row inserts by chunk size.
+	insEvents, insRecords map[int]*sql.Stmt
+	updEnd, updEndStatus  *sql.Stmt
 
 	cp             *sql.DB // background WAL checkpoints
 	cpStop, cpDone chan struct{}
@@ -114,14 +116,23 @@ func Open(ctx context.Context, path string, opt Options) (*Store, error) {
 		s.Close()
 		return nil, err
 	}
-	for _, p := range []struct {
-		st  **sql.Stmt
-		sql string
-	}{{&s.insEvent, sqlInsEvent}, {&s.insRecord, sqlInsRecord}, {&s.updEnd, sqlUpdEnd}, {&s.updEndStatus, sqlUpdEndStatus}} {
-		if *p.st, err = w.PrepareContext(ctx, p.sql); err != nil {
-			s.Close()
-			return nil, err
+	s.insEvents, s.insRecords = map[int]*sql.Stmt{}, map[int]*sql.Stmt{}
+	prep := func(q string) *sql.Stmt {
+		if err != nil {
+			return nil
 		}
+		var st *sql.Stmt
+		st, err = w.PrepareContext(ctx, q)
+		return st
+	}
+	for _, n := range insertChunks {
+		s.insEvents[n] = prep(multiRow(sqlInsEvents, tupleEvent, n))
+		s.insRecords[n] = prep(multiRow(sqlInsRecords, tupleRecord, n))
+	}
+	s.updEnd, s.updEndStatus = prep(sqlUpdEnd), prep(sqlUpdEndStatus)
+	if err != nil {
+		s.Close()
+		return nil, err
 	}
 	cp, err := sql.Open("sqlite", base)
 	if err != nil {
