@@ -55,6 +55,9 @@ type Options struct {
 	ChainHeads func(context.Context) map[string]store.ChainHead
 	// Extra handlers mounted on the admin listener (the dashboard).
 	Extra map[string]http.Handler
+	// Sessions, when set, lets the dashboard's session cookie stand in
+	// for a Bearer token (session.go).
+	Sessions SessionAuthenticator
 }
 
 // API is the admin http.Handler.
@@ -150,6 +153,8 @@ func (a *API) routes() {
 	read("GET /api/v1/logs", a.listLogs)
 	read("GET /api/v1/logs/{id}", a.getLog)
 	a.streamRoutes(read) // GET /logs/stream, GET /logs/search, POST /audit/hash (stream.go, search.go)
+	// Users, stats, validation and whoami, for the dashboard (dashboard.go).
+	a.dashboardRoutes(read, write)
 	m.Handle("POST /api/v1/audit/verify", a.wrap(a.verify, false, ""))
 
 	// Upstream auth: the template catalog, OAuth 2.0 connect (templates.go,
@@ -158,6 +163,11 @@ func (a *API) routes() {
 	read("GET /api/v1/templates/{name}", a.getTemplate)
 	write("POST /api/v1/secrets/{name}/oauth/start", "secret.oauth_start", a.oauthStart)
 	m.Handle("GET "+CallbackPath, http.HandlerFunc(a.oauthCallback))
+
+	// Forward-proxy mode's CA (ca.go).
+	read("GET /api/v1/ca", a.getCA)
+	read("GET /api/v1/ca.pem", a.getCAPEM)
+	write("POST /api/v1/ca", "ca.init", a.initCA)
 
 	m.Handle("/api/", a.wrap(func(c *call) error {
 		// A known path with another method: 405 with Allow, not 404.
@@ -300,6 +310,23 @@ func (a *API) authorize(c *call, change bool) error {
 	if v := c.r.Header.Get("Authorization"); v != "" {
 		if scheme, val, ok := strings.Cut(v, " "); ok && strings.EqualFold(scheme, "Bearer") {
 			raw = strings.TrimSpace(val)
+		}
+	}
+	if raw == "" && a.Sessions != nil {
+		// No Bearer token: a dashboard session cookie may stand for the
+		// admin identity that signed in (session.go). The session checks
+		// CSRF on every method but GET and HEAD and fails with a
+		// client-safe reason; its identity's role applies as a token's.
+		who, err := a.Sessions.AuthenticateSession(c.r)
+		if err != nil {
+			return &apiError{http.StatusForbidden, "forbidden", err.Error()}
+		}
+		if who != nil {
+			c.who = who
+			if change && who.Role != RoleAdmin {
+				return errForbidden
+			}
+			return nil
 		}
 	}
 	if raw == "" || strings.HasPrefix(raw, "kh_") {

@@ -6,13 +6,10 @@
 package deps
 
 import (
-	_ "github.com/chromedp/cdproto/cdp"
-	_ "github.com/chromedp/chromedp"
 	_ "github.com/jackc/pgx/v5"
 	_ "github.com/jackc/pgx/v5/pgconn"
 	_ "github.com/jackc/pgx/v5/pgxpool"
 	_ "github.com/jackc/pgx/v5/stdlib"
-	_ "github.com/modelcontextprotocol/go-sdk/mcp"
 	_ "github.com/pressly/goose/v3"
 	_ "github.com/redis/go-redis/v9"
 )

@@ -28,6 +28,7 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, x *exchange, b
 	// (an upstream failure): the start's stand, and the store then has no
 	// index to update but the status.
 	x.end = audit.End{}
+	x.mcp = g.mcpListing(r, x, body) // MCP upstreams: a tools/list answer to filter (mcp.go)
 	capMax := int64(0)
 	if p.Spec.Capture.RequestBody || p.Spec.Capture.ResponseBody {
 		capMax = p.Spec.Capture.MaxBytes + int64(max(p.Redact.MaxSecretLen(), maxTokenLen))
@@ -242,6 +243,9 @@ func (g *Gateway) modifyResponse(res *http.Response) error {
 	}
 	body, err := g.filterResponse(res, x, body)
 	if err != nil {
+		return err
+	}
+	if body, err = g.filterMCPTools(res, x, body); err != nil { // MCP upstreams (mcp.go)
 		return err
 	}
 	if p.Scrub.Len() > 0 && res.Request.Method != http.MethodHead {

@@ -24,6 +24,7 @@ import (
 	"github.com/keyhole-gw/keyhole/internal/audit"
 	"github.com/keyhole-gw/keyhole/internal/catalog"
 	"github.com/keyhole-gw/keyhole/internal/httpfront"
+	"github.com/keyhole-gw/keyhole/internal/mcp"
 	"github.com/keyhole-gw/keyhole/internal/metrics"
 	"github.com/keyhole-gw/keyhole/internal/policy"
 	"github.com/keyhole-gw/keyhole/internal/quota"
@@ -101,6 +102,8 @@ type exchange struct {
 	rawPath  string // the escaped path after /{proxy}, as received
 	path     string // its decoded canonical form
 	rawQuery string
+	// fwdToken is a forward-proxy tunnel's agent token (forwardmode.go).
+	fwdToken string
 	rec      audit.Start
 	end      audit.End
 	decision rules.Decision
@@ -120,6 +123,9 @@ type exchange struct {
 	upHdr     time.Duration
 	sent      bool // the request reached the upstream
 	failure   *refusal
+
+	// mcp is an MCP upstream's tools/list to filter (mcp.go).
+	mcp *mcp.Listing
 }
 
 type ctxKey struct{}
@@ -139,12 +145,26 @@ func newRequestID() string {
 
 // ServeHTTP decides in the order of SPEC §3.3.
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	x := g.newExchange(w, r)
+	if rawPath, ok := g.front(w, r, x, g.Guard); ok {
+		g.route(w, r, x, rawPath)
+	}
+}
+
+func (g *Gateway) newExchange(w http.ResponseWriter, r *http.Request) *exchange {
 	x := &exchange{rid: newRequestID(), start: time.Now(), snap: g.Catalog.Load()}
 	w.Header().Set("X-Keyhole-Request-Id", x.rid)
 	x.rec = audit.Start{ID: x.rid, Time: x.start, Node: g.Node, Method: r.Method}
+	return x
+}
 
-	if g.Guard != nil {
-		if rej, ok := g.Guard.Rejection(r); ok {
+// front runs the refusals that come before routing (SPEC §3.4): the
+// framing guard's, methods that are never forwarded, targets that are not
+// origin-form, methods that are not tokens. It returns the target's escaped
+// path (the query goes to x.rawQuery), or false once it has answered.
+func (g *Gateway) front(w http.ResponseWriter, r *http.Request, x *exchange, guard *httpfront.Listener) (string, bool) {
+	if guard != nil {
+		if rej, ok := guard.Rejection(r); ok {
 			x.rec.Method, x.rec.Path = rej.Method, rej.Target
 			msg := guardMessages[rej.Reason]
 			if msg == "" {
@@ -152,7 +172,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			}
 			w.Header().Set("Connection", "close")
 			g.refuse(w, r, x, &refusal{status: rej.Status, reason: rej.Reason, message: msg})
-			return
+			return "", false
 		}
 	}
 	httpfront.StripGuardHeaders(r.Header)
@@ -162,7 +182,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Allow", "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS")
 		g.refuse(w, r, x, &refusal{status: http.StatusMethodNotAllowed, reason: "method_not_allowed",
 			message: r.Method + " is never forwarded"})
-		return
+		return "", false
 	}
 	// The request target must be origin-form (RFC 9112 §3.2.1): an
 	// absolute-form target would let the agent name the host.
@@ -171,16 +191,20 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		x.rec.Path = clipTarget(raw)
 		g.refuse(w, r, x, &refusal{status: http.StatusBadRequest, reason: "bad_target",
 			message: "keyhole takes origin-form request targets only (a path such as /stripe/v1/charges), not absolute URLs or *"})
-		return
+		return "", false
 	}
 	rawPath, rawQuery, _ := strings.Cut(raw, "?")
 	x.rawQuery = rawQuery
 
 	if !policy.ValidMethod(r.Method) {
 		g.refuse(w, r, x, &refusal{status: http.StatusBadRequest, reason: "bad_method", message: "the method is not an RFC 9110 token"})
-		return
+		return "", false
 	}
+	return rawPath, true
+}
 
+// route is path and host routing (SPEC §3.1) and steps 1–2 of §3.3.
+func (g *Gateway) route(w http.ResponseWriter, r *http.Request, x *exchange, rawPath string) {
 	if rawPath == "/-" || strings.HasPrefix(rawPath, "/-/") {
 		g.serveKeyhole(w, r, x, rawPath)
 		return
@@ -199,7 +223,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	x.rawPath = rest
 	x.rec.Path = clipTarget(rest)
-	x.rec.Query = rawQuery
+	x.rec.Query = x.rawQuery
 	var p *catalog.Proxy
 	if nameOK(name) {
 		p = x.snap.Proxy(name)
@@ -219,6 +243,14 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		g.refuse(w, r, x, &refusal{status: http.StatusNotFound, reason: "unknown_proxy", message: msgUnknownProxy})
 		return
 	}
+	g.serveProxy(w, r, x)
+}
+
+// serveProxy is steps 3–8 of SPEC §3.3, for a request routed to x.proxy
+// whose token is authenticated (x.tok); forward-proxy mode enters here too
+// (forwardmode.go).
+func (g *Gateway) serveProxy(w http.ResponseWriter, r *http.Request, x *exchange) {
+	p := x.proxy
 	// Step 3: scope.
 	if !x.tok.Scope[p.Name] {
 		g.refuse(w, r, x, &refusal{status: http.StatusForbidden, reason: "not_in_scope", message: msgNotInScope})
@@ -347,6 +379,11 @@ func tokenFrom(r *http.Request, p *catalog.Proxy) (tok string, present bool, car
 // authenticate is step 2 of SPEC §3.3.
 func (g *Gateway) authenticate(r *http.Request, x *exchange, p *catalog.Proxy) *refusal {
 	raw, present, _ := tokenFrom(r, p)
+	if x.fwdToken != "" {
+		// Forward-proxy mode: the token came with the tunnel's
+		// Proxy-Authorization; it is checked again on every request.
+		raw = x.fwdToken
+	}
 	if raw == "" {
 		h := http.Header{"Www-Authenticate": {`Bearer realm="keyhole"`}}
 		if present {

@@ -62,6 +62,9 @@ func (g *Gateway) serveKeyhole(w http.ResponseWriter, r *http.Request, x *exchan
 		}
 		g.mint(w, r, x)
 		return
+	case "/-/mcp": // MCP server for the calling agent (SPEC §8; mcp.go)
+		g.serveMCP(w, r, x)
+		return
 	}
 	g.refuse(w, r, x, &refusal{status: http.StatusNotFound, reason: "not_found", message: msgNotFound})
 }

@@ -33,8 +33,21 @@ type Store interface {
 	SaveQuotas(ctx context.Context, us []Usage) error
 }
 
+// Counter keeps counters for several nodes at once (internal/redislimit,
+// with --redis): Take, Add and Spent as Tracker's.
+type Counter interface {
+	Take(key string, q spec.Quota, now time.Time) (bool, time.Duration)
+	Add(key, per string, v float64, now time.Time)
+	Spent(key, per string, now time.Time) float64
+}
+
 // Tracker holds the counters of one node.
 type Tracker struct {
+	// Shared, when set (before the Tracker is used), keeps the counters
+	// instead of this node's memory, so that every node counts against
+	// the same budget (several nodes, --redis). It persists them itself.
+	Shared Counter
+
 	mu    sync.Mutex
 	m     map[string]*counter
 	st    Store
@@ -140,6 +153,9 @@ func (t *Tracker) get(key, per string, now time.Time) *counter {
 
 // Spent returns what agent has used of the quota in the current period.
 func (t *Tracker) Spent(key, per string, now time.Time) float64 {
+	if t.Shared != nil {
+		return t.Shared.Spent(key, per, now)
+	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return t.get(key, per, now).used
@@ -149,6 +165,9 @@ func (t *Tracker) Spent(key, per string, now time.Time) float64 {
 // the period ends. A count quota is charged at once (so concurrent requests
 // cannot overrun it); a sum quota is charged after the response (Add).
 func (t *Tracker) Take(key string, q spec.Quota, now time.Time) (bool, time.Duration) {
+	if t.Shared != nil {
+		return t.Shared.Take(key, q, now)
+	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	c := t.get(key, q.Per, now)
@@ -165,6 +184,10 @@ func (t *Tracker) Take(key string, q spec.Quota, now time.Time) (bool, time.Dura
 // Add charges v to a sum quota (after the response told how much).
 func (t *Tracker) Add(key, per string, v float64, now time.Time) {
 	if v <= 0 {
+		return
+	}
+	if t.Shared != nil {
+		t.Shared.Add(key, per, v, now)
 		return
 	}
 	t.mu.Lock()

@@ -35,6 +35,11 @@ type Config struct {
 	LogLevel        string
 	LogFormat       string
 	SQLiteSync      string
+	// Several nodes (cluster.go): Redis for shared rate limits and
+	// quotas; how configuration changes of other nodes arrive.
+	Redis          string
+	ConfigPoll     time.Duration // 0: 500ms
+	ConfigPollOnly bool          // no LISTEN: the poll alone
 
 	envErr error // an environment variable that did not parse
 }
@@ -64,6 +69,7 @@ func (c *Config) Bind(fs *pflag.FlagSet) {
 	str(&c.AuditDurability, "audit-durability", "KEYHOLE_AUDIT_DURABILITY", "sync", "sync: a request is forwarded only after its record is committed; async: records are written behind (a crash can lose the last ones)")
 	str(&c.AuditFailure, "audit-failure", "KEYHOLE_AUDIT_FAILURE", "closed", "closed: requests get 503 while records cannot be committed; open: requests proceed and records wait in memory for the store")
 	str(&c.AuditRetention, "audit-retention", "KEYHOLE_AUDIT_RETENTION", "", "delete this node's audit records older than this (e.g. 90d or 720h: a Go duration, or days with d), at start and then every hour; the chain records each cut (default: keep all)")
+	str(&c.ForwardListen, "forward-listen", "KEYHOLE_FORWARD_LISTEN", "", "forward-proxy listener, host:port such as 127.0.0.1:8443 (default off): agents set HTTPS_PROXY=http://kh:TOKEN@host:port and trust keyhole's CA (keyhole ca export); keyhole terminates TLS only for hosts of proxies in the token's scope")
 	str(&c.HostSuffix, "host-suffix", "KEYHOLE_HOST_SUFFIX", "", "route by Host: {proxy}SUFFIX goes to that proxy with its whole path (e.g. .gw.example.com)")
 	str(&c.LogLevel, "log-level", "KEYHOLE_LOG_LEVEL", "info", "debug, info, warn or error")
 	str(&c.LogFormat, "log-format", "KEYHOLE_LOG_FORMAT", "text", "text or json")
@@ -77,6 +83,24 @@ func (c *Config) Bind(fs *pflag.FlagSet) {
 		}
 	}
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", st, "how long in-flight requests may take to finish on SIGTERM (env KEYHOLE_SHUTDOWN_TIMEOUT)")
+	str(&c.Redis, "redis", "KEYHOLE_REDIS", "", "redis://HOST:PORT/DB: share rate limits and quotas across nodes (without it each node counts only its own traffic); requests under a limit or quota are refused while Redis is unreachable")
+	poll, pollOnly := 500*time.Millisecond, false
+	if v := os.Getenv("KEYHOLE_CONFIG_POLL"); v != "" {
+		if d, err := time.ParseDuration(v); err == nil {
+			poll = d
+		} else {
+			c.envErr = fmt.Errorf("KEYHOLE_CONFIG_POLL %q is not a duration such as 500ms", v)
+		}
+	}
+	if v := os.Getenv("KEYHOLE_CONFIG_POLL_ONLY"); v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			c.envErr = fmt.Errorf("KEYHOLE_CONFIG_POLL_ONLY %q is not true or false", v)
+		}
+		pollOnly = b
+	}
+	fs.DurationVar(&c.ConfigPoll, "config-poll", poll, "PostgreSQL store: how often to check for configuration changes made on other nodes; the bound when a notification is lost (env KEYHOLE_CONFIG_POLL)")
+	fs.BoolVar(&c.ConfigPollOnly, "config-poll-only", pollOnly, "PostgreSQL store: do not LISTEN for configuration changes, rely on the poll (e.g. behind a pooler in transaction mode, which does not carry notifications) (env KEYHOLE_CONFIG_POLL_ONLY)")
 	var cidrs []string
 	if v := os.Getenv("KEYHOLE_ALLOW_UPSTREAM_CIDR"); v != "" {
 		cidrs = strings.Split(v, ",")
@@ -114,6 +138,9 @@ func (c *Config) Validate() error {
 			return err
 		}
 	}
+	if err := c.validateShared(); err != nil {
+		return err
+	}
 	if c.ShutdownTimeout < 0 {
 		return errors.New("--shutdown-timeout must not be negative")
 	}
@@ -133,6 +160,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Listen == c.AdminListen {
 		return errors.New("--listen and --admin-listen must differ: agents' tokens are never accepted on the admin listener")
+	}
+	if c.ForwardListen != "" && (c.ForwardListen == c.Listen || c.ForwardListen == c.AdminListen) {
+		return errors.New("--forward-listen must differ from --listen and --admin-listen")
 	}
 	return nil
 }

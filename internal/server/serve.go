@@ -20,15 +20,17 @@ import (
 	"github.com/keyhole-gw/keyhole/internal/admin"
 	"github.com/keyhole-gw/keyhole/internal/audit"
 	"github.com/keyhole-gw/keyhole/internal/catalog"
+	"github.com/keyhole-gw/keyhole/internal/forward"
 	"github.com/keyhole-gw/keyhole/internal/gateway"
 	"github.com/keyhole-gw/keyhole/internal/httpfront"
 	"github.com/keyhole-gw/keyhole/internal/metrics"
 	"github.com/keyhole-gw/keyhole/internal/netguard"
 	"github.com/keyhole-gw/keyhole/internal/quota"
-	"github.com/keyhole-gw/keyhole/internal/rules"
 	"github.com/keyhole-gw/keyhole/internal/store"
+	"github.com/keyhole-gw/keyhole/internal/store/postgres"
 	"github.com/keyhole-gw/keyhole/internal/store/sqlite"
 	"github.com/keyhole-gw/keyhole/internal/token"
+	"github.com/keyhole-gw/keyhole/internal/ui"
 	"github.com/keyhole-gw/keyhole/internal/vault"
 	"github.com/keyhole-gw/keyhole/internal/version"
 )
@@ -51,10 +53,14 @@ type Node struct {
 	adm     *http.Server
 	gwLn    net.Listener
 	admLn   net.Listener
+	fwd     *forward.Server // --forward-listen (nil: off)
+	fwdLn   net.Listener
 	nodeID  string
 	notices []string
 	// stopRetention stops the audit retention loop and waits for it.
 	stopRetention func()
+	// sh: several nodes (cluster.go).
+	sh *shared
 }
 
 // Run starts a node and serves until ctx is done or SIGTERM/SIGINT, then
@@ -96,8 +102,10 @@ func (n *Node) open(ctx context.Context) error {
 		if n.st, err = sqlite.Open(ctx, path, sqlite.Options{Synchronous: cfg.SQLiteSync}); err != nil {
 			return err
 		}
-	case strings.HasPrefix(cfg.Store, "postgres://"), strings.HasPrefix(cfg.Store, "postgresql://"):
-		return errors.New("--store postgres://… is not available in this build yet; use the embedded sqlite:// store")
+	case postgres.IsURL(cfg.Store):
+		if n.st, err = n.openPostgres(ctx); err != nil {
+			return err
+		}
 	default:
 		return fmt.Errorf("--store %q: use sqlite://PATH or postgres://…", cfg.Store)
 	}
@@ -118,8 +126,14 @@ func (n *Node) open(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	n.cat, err = catalog.New(ctx, catalog.Options{Store: n.st, Master: n.master, Guard: guard, Limits: rules.NewLimits(),
-		Logger: n.log, Metrics: n.m})
+	// Several nodes (cluster.go): limits shared through Redis, the
+	// refresh-token lock; then the change watcher and shared quotas.
+	limits, oauth, err := n.openShared(ctx)
+	if err != nil {
+		return err
+	}
+	n.cat, err = catalog.New(ctx, catalog.Options{Store: n.st, Master: n.master, Guard: guard, Limits: limits,
+		Logger: n.log, Metrics: n.m, OAuth: oauth})
 	if err != nil {
 		return err
 	}
@@ -127,6 +141,7 @@ func (n *Node) open(ctx context.Context) error {
 	if n.quotas, err = quota.New(ctx, qs, n.log); err != nil {
 		return err
 	}
+	n.startShared()
 	n.aw, err = audit.NewWriter(ctx, n.st, audit.Options{Node: n.nodeID, Async: cfg.AuditDurability == "async",
 		FailOpen: cfg.AuditFailure == "open", Logger: n.log, Metrics: n.m,
 		CheckpointKey:  n.master.DeriveKey(audit.CheckpointPurpose),
@@ -316,7 +331,11 @@ func (n *Node) bootstrapAdmin(ctx context.Context) error {
 			}
 		}
 		n.notices = append(n.notices, "admin token: KEYHOLE_ADMIN_TOKEN was given and is an admin token")
-		return n.st.CreateAdminToken(ctx, store.AdminToken{ID: token.NewID("adm_"), Hash: h, Name: "bootstrap (KEYHOLE_ADMIN_TOKEN)", Role: "admin", CreatedAt: now})
+		err := n.st.CreateAdminToken(ctx, store.AdminToken{ID: token.NewID("adm_"), Hash: h, Name: "bootstrap (KEYHOLE_ADMIN_TOKEN)", Role: "admin", CreatedAt: now})
+		if errors.Is(err, store.ErrConflict) {
+			return nil // several nodes starting at once: another one stored it first
+		}
+		return err
 	}
 	if len(list) > 0 {
 		return nil
@@ -365,8 +384,17 @@ func (n *Node) serve(ctx context.Context) error {
 	guard := httpfront.NewListener(n.gwLn, httpfront.Options{MaxHeaderBytes: MaxHeaderBytes}).(*httpfront.Listener)
 	gw := gateway.New(gateway.Options{Catalog: n.cat, Audit: n.aw, Store: n.st, Guard: guard, HostSuffix: cfg.HostSuffix,
 		Node: n.nodeID, Logger: n.log, Metrics: n.m, Ready: n.ready, Quotas: n.quotas})
+	// The dashboard (internal/ui) is mounted on the admin listener and
+	// calls the admin API in-process; the API accepts its session cookie.
+	dash, err := ui.New(ui.Options{Store: n.st, Catalog: n.cat, Audit: n.aw, Node: n.nodeID, Logger: n.log})
+	if err != nil {
+		n.gwLn.Close()
+		n.admLn.Close()
+		return err
+	}
 	api := admin.New(admin.Options{Store: n.st, Catalog: n.cat, Audit: n.aw, Master: n.master, Node: n.nodeID,
-		Logger: n.log, Metrics: n.m, ChainHeads: n.chainHeads})
+		Logger: n.log, Metrics: n.m, ChainHeads: n.chainHeads, Sessions: dash, Extra: map[string]http.Handler{"/": dash}})
+	dash.SetAPI(api)
 	errLog := slog.NewLogLogger(n.log.Handler(), slog.LevelDebug)
 	// DisableGeneralOptionsHandler: net/http otherwise answers "OPTIONS *"
 	// itself with 200, before the gateway (which refuses every target that
@@ -375,9 +403,17 @@ func (n *Node) serve(ctx context.Context) error {
 		MaxHeaderBytes: MaxHeaderBytes, ErrorLog: errLog, DisableGeneralOptionsHandler: true}
 	n.adm = &http.Server{Handler: api, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute, IdleTimeout: 120 * time.Second,
 		MaxHeaderBytes: 1 << 20, ErrorLog: errLog}
-	errc := make(chan error, 2)
+	if err := n.startForward(ctx, gw); err != nil {
+		n.gwLn.Close()
+		n.admLn.Close()
+		return err
+	}
+	errc := make(chan error, 3)
 	go func() { errc <- n.gw.Serve(guard) }()
 	go func() { errc <- n.adm.Serve(n.admLn) }()
+	if n.fwd != nil {
+		go func() { errc <- n.fwd.Serve(n.fwdLn) }()
+	}
 	n.summary()
 
 	sig := make(chan os.Signal, 1)
@@ -394,11 +430,36 @@ func (n *Node) serve(ctx context.Context) error {
 	return n.shutdown()
 }
 
+// startForward opens --forward-listen (SPEC §3.7), creating keyhole's CA
+// on first use.
+func (n *Node) startForward(ctx context.Context, gw *gateway.Gateway) error {
+	if n.cfg.ForwardListen == "" {
+		return nil
+	}
+	fs := forward.New(forward.Options{Gateway: gw, Store: n.st, Master: n.master, Logger: n.log, MaxHeaderBytes: MaxHeaderBytes})
+	created, err := fs.EnsureCA(ctx, true)
+	if err != nil {
+		return fmt.Errorf("forward proxy: cannot load or create keyhole's CA: %w", err)
+	}
+	if created != nil {
+		n.notices = append(n.notices, "forward proxy: created keyhole's CA (SHA-256 "+created.Fingerprint()+"); agents trust it from `keyhole ca export`")
+	}
+	if n.fwdLn, err = net.Listen("tcp", n.cfg.ForwardListen); err != nil {
+		return fmt.Errorf("forward-proxy listener %s: %w", n.cfg.ForwardListen, err)
+	}
+	n.fwd = fs
+	return nil
+}
+
 func (n *Node) summary() {
 	w := n.out
 	fmt.Fprintf(w, "keyhole %s serving (node %s)\n", version.String(), n.nodeID)
 	fmt.Fprintf(w, "  gateway (agents): http://%s\n", n.gwLn.Addr())
 	fmt.Fprintf(w, "  admin API:        http://%s/api/v1   (metrics: /metrics)\n", n.admLn.Addr())
+	fmt.Fprintf(w, "  dashboard:        http://%s/\n", n.admLn.Addr())
+	if n.fwdLn != nil {
+		fmt.Fprintf(w, "  forward proxy:    %s\n", forward.Describe(n.fwdLn.Addr()))
+	}
 	fmt.Fprintf(w, "  store:            %s\n", redactURL(n.cfg.Store))
 	for _, s := range n.notices {
 		fmt.Fprintf(w, "  %s\n", s)
@@ -442,11 +503,21 @@ func (n *Node) shutdown() error {
 		n.adm.Shutdown(ctx)
 		close(done)
 	}()
+	fwdDone := make(chan struct{})
+	go func() {
+		defer close(fwdDone)
+		if n.fwd != nil {
+			if err := n.fwd.Shutdown(ctx); err != nil {
+				n.log.Warn("forward-proxy requests did not finish before --shutdown-timeout; closing them", "err", err)
+			}
+		}
+	}()
 	if err := n.gw.Shutdown(ctx); err != nil {
 		n.log.Warn("in-flight requests did not finish before --shutdown-timeout; closing them", "err", err)
 		n.gw.Close()
 	}
 	<-done
+	<-fwdDone
 	n.adm.Close()
 	n.close()
 	n.log.Info("stopped")
@@ -470,6 +541,7 @@ func (n *Node) close() {
 	if n.cat != nil {
 		n.cat.CloseIdle()
 	}
+	n.closeShared()
 	if n.st != nil {
 		n.st.Close()
 	}

@@ -302,3 +302,33 @@ type Store interface {
 	Audit
 	Close() error
 }
+
+// ---- dashboard users (optional) ----
+
+// User is a dashboard sign-in: a name and a password that stand for one
+// admin identity, an admin token whose raw value was never shown to anyone
+// (AdminTokenID). The user's role, expiry and revocation are that admin
+// token's: revoking it (DELETE /api/v1/admin-tokens/{id}) locks the user
+// out and ends their sessions.
+type User struct {
+	Name string
+	// PasswordHash is internal/ui/password's encoding
+	// ("pbkdf2-sha256$ITERATIONS$SALT$KEY"); never the password.
+	PasswordHash string
+	AdminTokenID string
+	CreatedAt    time.Time
+}
+
+// Users keeps dashboard users. It is optional: a store without it offers
+// no user/password sign-in (admin tokens still sign in), so callers find
+// it with a type assertion (st.(store.Users)).
+type Users interface {
+	// CreateUser stores a user; ErrConflict if the name exists.
+	CreateUser(ctx context.Context, u User) error
+	// GetUser returns a user; ErrNotFound if there is none.
+	GetUser(ctx context.Context, name string) (User, error)
+	// ListUsers lists the users by name.
+	ListUsers(ctx context.Context) ([]User, error)
+	// DeleteUser removes a user; ErrNotFound if there is none.
+	DeleteUser(ctx context.Context, name string) error
+}

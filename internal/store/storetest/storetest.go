@@ -55,6 +55,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"LastUsed", testLastUsed},
 		{"Ping", testPing},
 	}
+	tests = append(tests, sharedTests...) // shared.go: several nodes on one store
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			s := open(t)
