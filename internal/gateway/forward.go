@@ -34,6 +34,12 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, x *exchange, b
 		capMax = p.Spec.Capture.MaxBytes + int64(max(p.Redact.MaxSecretLen(), maxTokenLen))
 	}
 	if hasBody(r) {
+		// Full duplex: net/http otherwise reads what is left of the
+		// request body and closes it when the response's header is
+		// written — while the transport may still be reading that body
+		// (its last read, which checks for EOF), so the upstream
+		// connection was closed under a response being copied.
+		http.NewResponseController(w).EnableFullDuplex()
 		if body == nil {
 			r.Body = &idleReadCloser{idleReader{r: r.Body, w: w, d: g.BodyIdleTimeout}, r.Body}
 		}
@@ -94,13 +100,20 @@ func (g *Gateway) finish(r *http.Request, x *exchange, sw *statusWriter, aborted
 	// The agent may be gone (context canceled); the record still ends.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 10*time.Second)
 	defer cancel()
-	if err := g.Audit.Finish(ctx, x.rid, e); err != nil && !errors.Is(err, audit.ErrUnavailable) {
-		g.Logger.Warn("audit end record not yet committed", "request_id", x.rid, "err", err)
+	err := g.Audit.Finish(ctx, x.rid, e)
+	g.observe(x, e.Status, e.Decision)
+	if err != nil && !aborted {
+		// sync, fail closed: the response must not end before its record
+		// does (SPEC §6). The end event is kept and retried (its request
+		// reached the upstream); the agent's response is aborted — a held
+		// one is never sent, a streamed one gets no final chunk — so the
+		// agent sees a failed call, not a complete one without a record.
+		g.Logger.Warn("the end of an audit record cannot be committed; aborting the response", "request_id", x.rid, "err", err)
+		panic(http.ErrAbortHandler)
 	}
 	if !aborted {
 		sw.release()
 	}
-	g.observe(x, e.Status, e.Decision)
 }
 
 // hopHeaders the agent may not send upstream beyond what ReverseProxy

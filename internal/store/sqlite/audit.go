@@ -16,6 +16,11 @@ func (s *Store) AppendAudit(ctx context.Context, batch []store.AuditEvent) error
 	if len(batch) == 0 {
 		return nil
 	}
+	// The file must still be the one opened: a deleted database would take
+	// commits into an unlinked file (one stat per batch, about a µs).
+	if err := s.sameFile(); err != nil {
+		return err
+	}
 	return s.tx(ctx, false, func(t *sql.Tx) error {
 		// Events, then index rows, each in multi-row INSERTs of up to
 		// insertChunk rows (one statement for a batch instead of one per

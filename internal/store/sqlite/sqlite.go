@@ -21,6 +21,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/pressly/goose/v3"
@@ -44,6 +45,7 @@ type Store struct {
 	updEnd, updEndStatus  *sql.Stmt
 
 	cp             *sql.DB // background WAL checkpoints
+	ino, dev       uint64  // the file opened (sameFile)
 	cpStop, cpDone chan struct{}
 }
 
@@ -112,6 +114,10 @@ func Open(ctx context.Context, path string, opt Options) (*Store, error) {
 		return nil, fmt.Errorf("cannot open %s: %w", path, err)
 	}
 	os.Chmod(path, 0o600)
+	var fst syscall.Stat_t
+	if err := syscall.Stat(path, &fst); err == nil {
+		s.ino, s.dev = fst.Ino, uint64(fst.Dev)
+	}
 	if err := s.migrate(ctx); err != nil {
 		s.Close()
 		return nil, err
@@ -205,8 +211,31 @@ func (s *Store) Path() string { return s.path }
 // Ping checks that the database answers and accepts writes (readiness: an
 // audit store that cannot take records is not ready).
 func (s *Store) Ping(ctx context.Context) error {
-	_, err := s.w.ExecContext(ctx, `UPDATE meta SET value = value WHERE key = 'config_version'`)
+	if err := s.sameFile(); err != nil {
+		return err
+	}
+	// A write that changes a value: SQLite skips one that writes what is
+	// there already, and that would "succeed" on a read-only database.
+	_, err := s.w.ExecContext(ctx, `INSERT INTO meta (key, value) VALUES ('ping', ?)
+		ON CONFLICT (key) DO UPDATE SET value = excluded.value`, strconv.FormatInt(time.Now().UnixNano(), 10))
 	return err
+}
+
+// ErrFileReplaced: the database file at the store's path is not the one it
+// opened (deleted or replaced under a running node): commits would go to
+// an unlinked file and be lost at stop.
+var ErrFileReplaced = errors.New("the database file was deleted or replaced while keyhole was running; its writes would be lost")
+
+// sameFile checks that the path still names the file opened.
+func (s *Store) sameFile() error {
+	if s.ino == 0 {
+		return nil
+	}
+	var st syscall.Stat_t
+	if err := syscall.Stat(s.path, &st); err != nil || st.Ino != s.ino || uint64(st.Dev) != s.dev {
+		return ErrFileReplaced
+	}
+	return nil
 }
 
 // ---- helpers ----
