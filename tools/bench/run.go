@@ -167,6 +167,7 @@ func runCmd(args []string) error {
 	rate := fs.Float64("rate", 300, "fixed rate for the latency scenario")
 	only := fs.String("scenarios", "max,rate,sse,big,body", "comma-separated: max, rate, sse, big, body")
 	keep := fs.Bool("keep", false, "keep the temp folder (server logs)")
+	withCaddy := fs.Bool("caddy", false, "also measure Caddy's reverse_proxy doing the same token check and header swap (builds caddy "+caddyVersion+" from the Go module proxy)")
 	fs.Parse(args)
 
 	if os.Getenv("BENCH_PINNED") != "" {
@@ -240,6 +241,18 @@ func runCmd(args []string) error {
 		return err
 	}
 
+	caddyURL := ""
+	if *withCaddy {
+		p, u, err := startCaddy(dir, "http://"+upAddr, tok)
+		if p != nil {
+			procs = append(procs, p)
+		}
+		if err != nil {
+			return fmt.Errorf("caddy: %w", err)
+		}
+		caddyURL = u
+	}
+
 	body := []byte(`{"amount":50,"pad":"` + strings.Repeat("p", 64<<10-32) + `"}`)
 	all := []scenario{
 		{name: "max", path: "/small", conns: *conns},
@@ -252,6 +265,7 @@ func runCmd(args []string) error {
 	for _, s := range strings.Split(*only, ",") {
 		want[strings.TrimSpace(s)] = true
 	}
+	var summary []string
 	fmt.Printf("keyhole benchmark: %d rounds × %v per measurement, GOMAXPROCS=1 servers%s\n", *rounds, *dur,
 		map[bool]string{true: " pinned to core 0, load generator and upstream on core 1", false: ""}[pinned])
 	for _, sc := range all {
@@ -269,6 +283,9 @@ func runCmd(args []string) error {
 		}
 		if sc.name == "max" {
 			targets = append(targets, target{name: "keyhole sync, capture off", url: syncURL + "/nocap" + sc.path, token: syncTok})
+		}
+		if caddyURL != "" && (sc.name == "max" || sc.name == "rate") {
+			targets = append(targets, target{name: "caddy reverse_proxy", url: caddyURL + "/bench" + sc.path, token: tok})
 		}
 		for i := range targets {
 			targets[i].method = "GET"
@@ -290,8 +307,9 @@ func runCmd(args []string) error {
 				results[t.name] = append(results[t.name], res)
 			}
 		}
-		report(sc, targets, results)
+		summary = append(summary, report(sc, targets, results)...)
 	}
+	fmt.Printf("\nsummary keyhole÷baseline (medians of %d interleaved rounds): %s\n", *rounds, strings.Join(summary, " | "))
 	return nil
 }
 
@@ -304,7 +322,7 @@ func median(xs []float64) float64 {
 	return s[len(s)/2]
 }
 
-func report(sc scenario, targets []target, results map[string][]result) {
+func report(sc scenario, targets []target, results map[string][]result) []string {
 	fmt.Printf("\n== %s (%s%s)\n", sc.name, sc.path, map[bool]string{true: fmt.Sprintf(", fixed %.0f req/s", sc.rate), false: fmt.Sprintf(", %d conns", sc.conns)}[sc.rate > 0])
 	fmt.Printf("%-28s %10s %10s %10s %10s %8s\n", "target", "req/s", "p50", "p90", "p99", "errors")
 	med := map[string][4]float64{}
@@ -323,10 +341,16 @@ func report(sc scenario, targets []target, results map[string][]result) {
 		fmt.Printf("%-28s %10.0f %9.3fms %9.3fms %9.3fms %8d\n", t.name, m[0], m[1], m[2], m[3], errs)
 	}
 	b := med["baseline"]
-	var parts []string
+	var parts, short []string
 	for _, t := range targets[1:] {
 		k := med[t.name]
 		parts = append(parts, fmt.Sprintf("%s: throughput %.2f× p50 %.2f× p99 %.2f×", t.name, k[0]/b[0], k[1]/b[1], k[3]/b[3]))
+		if sc.rate > 0 {
+			short = append(short, fmt.Sprintf("%s %s p50 %.2f× p99 %.2f×", sc.name, t.name, k[1]/b[1], k[3]/b[3]))
+		} else {
+			short = append(short, fmt.Sprintf("%s %s %.2f×", sc.name, t.name, k[0]/b[0]))
+		}
 	}
-	fmt.Printf("ratios keyhole÷baseline — %s\n", strings.Join(parts, "; "))
+	fmt.Printf("ratios ÷ baseline — %s\n", strings.Join(parts, "; "))
+	return short
 }
