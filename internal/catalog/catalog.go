@@ -304,7 +304,8 @@ func (c *Catalog) build(st *store.State) (*Snapshot, error) {
 			c.log.Error("a secret's value is malformed", "secret", sec.Name)
 			continue
 		}
-		s.secrets[sec.Name] = &Secret{Meta: sec, Material: &inject.Material{Name: sec.Name, Version: sv.Version, Fields: fields}}
+		rotated := takeRotationMark(fields) // dynamic.go
+		s.secrets[sec.Name] = &Secret{Meta: sec, Material: &inject.Material{Name: sec.Name, Version: sv.Version, Fields: fields, Rotated: rotated}}
 	}
 	for _, a := range st.Agents {
 		s.agents[a.Name] = &Agent{Name: a.Name, Labels: a.Labels}

@@ -84,6 +84,26 @@ func (c *Catalog) oauthInjector(a spec.Auth, m *inject.Material) (inject.Injecto
 	if opt.Persist == nil {
 		opt.Persist = c.persistRotation
 	}
+	if lock := opt.Lock; lock != nil {
+		// Several nodes (inject.OAuthOptions.Lock): once the lock is
+		// held, another node may just have stored a rotated refresh
+		// token. Rebuild from the store first (the rebuild hands the
+		// source the secret's latest version through Update), so that
+		// the refresh spends that token and not the one it replaced. A
+		// store that cannot be read means no refresh: the token in hand
+		// may be spent already.
+		opt.Lock = func(ctx context.Context, secret string) (func(), error) {
+			unlock, err := lock(ctx, secret)
+			if err != nil {
+				return nil, err
+			}
+			if err := c.ReloadIfChanged(ctx); err != nil {
+				unlock()
+				return nil, err
+			}
+			return unlock, nil
+		}
+	}
 	src, err := inject.NewOAuthSource(set, m, opt)
 	if err != nil {
 		return nil, err
@@ -123,6 +143,15 @@ func (c *Catalog) persistRotation(ctx context.Context, name string, base int, fi
 	if err != nil {
 		return 0, err
 	}
+	// The sealed value carries a mark (not a field: names stay as they
+	// were) that says this version is the provider's rotation, so other
+	// nodes keep their access tokens (inject.Material.Rotated).
+	marked := make(map[string]string, len(fields)+1)
+	for k, v := range fields {
+		marked[k] = v
+	}
+	marked[rotationMark] = "1"
+	pt, _ = json.Marshal(marked)
 	keys, err := c.st.Keys(ctx)
 	if err != nil {
 		return 0, err
@@ -149,6 +178,21 @@ func (c *Catalog) persistRotation(ctx context.Context, name string, base int, fi
 		}
 	}()
 	return sec.Version, nil
+}
+
+// rotationMark is the key in a sealed object value that persistRotation
+// adds. It is not a valid field name (spec.ValidSecretField), so no value
+// given through the API can carry it.
+const rotationMark = "keyhole:rotated"
+
+// takeRotationMark removes the mark from decoded fields, reporting whether
+// it was there: it is never a field, a value to inject, or one to scrub.
+func takeRotationMark(fields map[string]string) bool {
+	if _, ok := fields[rotationMark]; !ok {
+		return false
+	}
+	delete(fields, rotationMark)
+	return true
 }
 
 // credView caches, per compiled OAuth proxy, the view whose scrubber holds

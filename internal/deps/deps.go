@@ -6,10 +6,5 @@
 package deps
 
 import (
-	_ "github.com/jackc/pgx/v5"
-	_ "github.com/jackc/pgx/v5/pgconn"
-	_ "github.com/jackc/pgx/v5/pgxpool"
-	_ "github.com/jackc/pgx/v5/stdlib"
 	_ "github.com/pressly/goose/v3"
-	_ "github.com/redis/go-redis/v9"
 )

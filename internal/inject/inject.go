@@ -26,6 +26,11 @@ type Material struct {
 	Name    string
 	Version int
 	Fields  map[string]string
+	// Rotated: this version only stores a refresh token that the OAuth
+	// provider rotated during a node's refresh (catalog/dynamic.go marks
+	// it), not a grant an admin gave. Other nodes then keep the access
+	// token they hold instead of fetching a new one.
+	Rotated bool
 }
 
 // Injector sets the upstream credential on an outgoing request. It runs

@@ -106,7 +106,18 @@ type OAuthOptions struct {
 	// version base, and returns the new version. Nil: rotations are kept in
 	// memory only (tests).
 	Persist func(ctx context.Context, name string, base int, fields map[string]string) (int, error)
-	Logger  *slog.Logger
+	// Lock, when set, is held across each refresh-token grant and the
+	// storing of the refresh token it returns, so that several nodes
+	// (SPEC §10) spend a refresh token one at a time: providers revoke
+	// the old refresh token when they issue a new one, and a node that
+	// sent the old one after another node's refresh would get
+	// invalid_grant. It is called with the secret's name; when it
+	// returns, the source must already hold the secret's latest version
+	// (the catalog's lock rebuilds the snapshot, which calls Update), so
+	// that the refresh uses the token the last holder stored. Nil: one
+	// node, no lock.
+	Lock   func(ctx context.Context, secret string) (unlock func(), err error)
+	Logger *slog.Logger
 }
 
 func (o *OAuthOptions) defaults() {
@@ -287,6 +298,14 @@ func (s *OAuthSource) Update(m *Material) error {
 		return nil
 	}
 	same := sameCreds(c, s.creds)
+	if !same && m.Rotated && c.clientID == s.creds.clientID && c.clientSecret == s.creds.clientSecret {
+		// Several nodes: another node refreshed and stored the refresh
+		// token the provider rotated. The access token in hand is still
+		// good until its own refresh point; dropping it would make this
+		// node refresh now, and every other node after it, in turn,
+		// forever.
+		same = true
+	}
 	s.creds = c
 	if !same {
 		s.dropLocked()
@@ -434,6 +453,22 @@ func (s *OAuthSource) maybePersistLocked() {
 func (s *OAuthSource) run(f *flight) {
 	s.pmu.Lock()
 	defer s.pmu.Unlock()
+	// Several nodes: the cluster-wide lock of the refresh token, held
+	// until the rotated token is stored (OAuthOptions.Lock).
+	if s.set.Grant == GrantRefreshToken && s.opt.Lock != nil {
+		unlock, err := s.lockRefresh()
+		if err != nil {
+			s.mu.Lock()
+			s.lastErr = err
+			s.failUntil = s.opt.Now().Add(s.opt.Cooldown)
+			f.err = err
+			s.flight = nil
+			close(f.done)
+			s.mu.Unlock()
+			return
+		}
+		defer unlock()
+	}
 	s.persistPending() // a rotation not stored yet goes first
 	s.mu.Lock()
 	creds := s.creds
@@ -473,6 +508,21 @@ func (s *OAuthSource) run(f *flight) {
 	}
 	s.flight = nil
 	close(f.done)
+}
+
+// lockRefresh takes OAuthOptions.Lock, waiting at most as long as a
+// holder's whole fetch may take.
+func (s *OAuthSource) lockRefresh() (func(), error) {
+	wait := time.Duration(s.opt.Attempts)*(s.opt.AttemptTimeout+s.opt.Backoff) + 15*time.Second
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	unlock, err := s.opt.Lock(ctx, s.secret)
+	if err != nil {
+		s.opt.Logger.Warn("cannot take the lock of an OAuth refresh token shared by several nodes; requests that need a new token get 502 upstream_auth_failed",
+			"secret", s.secret, "err", err)
+		return nil, fmt.Errorf("%w: the refresh token's lock could not be taken", ErrAuthFailed)
+	}
+	return unlock, nil
 }
 
 func sameCreds(a, b oauthCreds) bool {
