@@ -348,14 +348,21 @@ func clipTarget(s string) string {
 
 // tokenLocations lists, in order, where an agent may present its token
 // (SPEC §3.2), for a given proxy.
-func tokenFrom(r *http.Request, p *catalog.Proxy) (tok string, present bool, carriers []string) {
-	if v := r.Header.Get("Authorization"); v != "" {
-		if scheme, val, ok := strings.Cut(v, " "); ok && strings.EqualFold(scheme, "Bearer") {
+func tokenFrom(r *http.Request, p *catalog.Proxy) (tok string, present bool) {
+	if v := strings.TrimSpace(r.Header.Get("Authorization")); v != "" {
+		scheme, val, ok := strings.Cut(v, " ")
+		switch {
+		case ok && strings.EqualFold(scheme, "Bearer"):
 			present = true
-			val = strings.TrimSpace(val)
-			if token.LooksLikeAgentToken(val) {
+			if val = strings.TrimSpace(val); token.LooksLikeAgentToken(val) {
 				tok = val
 			}
+		case ok && strings.EqualFold(scheme, "token") && token.LooksLikeAgentToken(strings.TrimSpace(val)):
+			// GitHub's SDKs and gh send "Authorization: token …".
+			tok = strings.TrimSpace(val)
+		case !ok && token.LooksLikeAgentToken(v):
+			// Linear's SDK sends its api key bare, without a scheme.
+			tok = v
 		}
 	}
 	if vs, ok := r.Header["X-Keyhole-Token"]; ok {
@@ -373,12 +380,12 @@ func tokenFrom(r *http.Request, p *catalog.Proxy) (tok string, present bool, car
 			tok = v
 		}
 	}
-	return tok, present, nil
+	return tok, present
 }
 
 // authenticate is step 2 of SPEC §3.3.
 func (g *Gateway) authenticate(r *http.Request, x *exchange, p *catalog.Proxy) *refusal {
-	raw, present, _ := tokenFrom(r, p)
+	raw, present := tokenFrom(r, p)
 	if x.fwdToken != "" {
 		// Forward-proxy mode: the token came with the tunnel's
 		// Proxy-Authorization; it is checked again on every request.

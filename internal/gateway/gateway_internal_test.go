@@ -123,12 +123,16 @@ func TestTokenFrom(t *testing.T) {
 		{"agent_token_header without a proxy", http.Header{"X-Api-Key": {c}}, nil, "", false},
 		{"non-kh Bearer alone", http.Header{"Authorization": {"Bearer sk-sdk"}}, p, "", true},
 		{"admin token is not an agent token", http.Header{"Authorization": {"Bearer kha_XXXX"}}, p, "", true},
+		{"GitHub's token scheme", http.Header{"Authorization": {"token " + a}}, p, a, false},
+		{"a bare token (Linear's SDK)", http.Header{"Authorization": {a}}, p, a, false},
+		{"token scheme with a non-kh value is no token", http.Header{"Authorization": {"token ghp_x"}}, p, "", false},
+		{"a bare non-kh value is no token", http.Header{"Authorization": {"sk_live_x"}}, p, "", false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			r, _ := http.NewRequest("GET", "http://gw/x", nil)
 			r.Header = tc.hdr
-			got, present, _ := tokenFrom(r, tc.proxy)
+			got, present := tokenFrom(r, tc.proxy)
 			if got != tc.want || present != tc.wantPresent {
 				t.Errorf("tokenFrom = %q, present %v; want %q, %v", got, present, tc.want, tc.wantPresent)
 			}

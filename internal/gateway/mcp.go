@@ -40,7 +40,7 @@ const maxMCPResponse = 8 << 20
 func (g *Gateway) serveMCP(w http.ResponseWriter, r *http.Request, x *exchange) {
 	// The raw token is read before authenticate strips its header: the
 	// tool calls present it again, each to the full pipeline.
-	raw, _, _ := tokenFrom(r, nil)
+	raw, _ := tokenFrom(r, nil)
 	if f := g.authenticate(r, x, nil); f != nil {
 		g.refuse(w, r, x, f)
 		return
