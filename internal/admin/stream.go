@@ -246,7 +246,7 @@ func (s *logStream) startSince(ctx context.Context, since time.Time) error {
 	}
 	s.pos = streamCursor{}
 	for _, n := range nodes {
-		rows, err := s.a.Store.QueryLogs(ctx, store.LogQuery{Node: n, Since: since, After: uuidFloor(since),
+		rows, err := s.a.Store.QueryLogs(ctx, store.LogQuery{Node: n, Since: since, After: store.IDFloor(since),
 			Ascending: true, Limit: 100, WithData: true})
 		if err != nil {
 			return err
@@ -273,12 +273,6 @@ func (s *logStream) startSince(ctx context.Context, since time.Time) error {
 	return nil
 }
 
-// uuidFloor is the smallest UUIDv7 of the millisecond t: record ids are
-// UUIDv7, so "id > floor" is a range of the primary key.
-func uuidFloor(t time.Time) string {
-	ms := uint64(max(t.UnixMilli(), 0))
-	return fmt.Sprintf("%08x-%04x-0000-0000-000000000000", ms>>16, ms&0xffff)
-}
 
 func (s *logStream) setNodes(nodes []string) {
 	for _, n := range nodes {

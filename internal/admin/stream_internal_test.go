@@ -28,15 +28,15 @@ func TestStreamCursor(t *testing.T) {
 
 func TestUUIDFloor(t *testing.T) {
 	at := time.Date(2026, 11, 26, 7, 20, 5, 123_000_000, time.UTC)
-	f := uuidFloor(at)
+	f := store.IDFloor(at)
 	ms, err := strconv.ParseUint(f[0:8]+f[9:13], 16, 64)
 	if len(f) != 36 || err != nil || int64(ms) != at.UnixMilli() {
-		t.Fatalf("uuidFloor = %s, want the 48-bit millisecond %x first", f, at.UnixMilli())
+		t.Fatalf("IDFloor = %s, want the 48-bit millisecond %x first", f, at.UnixMilli())
 	}
 	// Any UUIDv7 of that millisecond sorts after the floor, and the floor
 	// of the millisecond before sorts before it.
-	if v7 := f[:14] + "7000-8000-000000000000"; !(uuidFloor(at.Add(-time.Millisecond)) < f && f < v7) {
-		t.Errorf("uuidFloor does not order: %s", f)
+	if v7 := f[:14] + "7000-8000-000000000000"; !(store.IDFloor(at.Add(-time.Millisecond)) < f && f < v7) {
+		t.Errorf("IDFloor does not order: %s", f)
 	}
 }
 

@@ -15,6 +15,7 @@ package store
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 )
 
@@ -224,6 +225,20 @@ type LogIndex struct {
 type LogRow struct {
 	Index  LogIndex
 	Events []AuditEvent
+}
+
+// Record ids are UUIDv7 strings made when the request arrives, and a
+// record's time is read at the same moment: the id's first 48 bits are its
+// time in milliseconds, within IDSkew of the record's time. Stores use that
+// to turn a time window into an id range, which every (column, id) index
+// can seek.
+const IDSkew = time.Second
+
+// IDFloor is the smallest UUIDv7 string of the millisecond of t: every id
+// made at t or later sorts at or after it.
+func IDFloor(t time.Time) string {
+	ms := uint64(max(t.UnixMilli(), 0))
+	return fmt.Sprintf("%08x-%04x-0000-0000-000000000000", ms>>16, ms&0xffff)
 }
 
 // LogQuery filters and pages the audit log, newest first.

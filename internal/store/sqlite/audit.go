@@ -182,11 +182,16 @@ func (s *Store) QueryLogs(ctx context.Context, q store.LogQuery) ([]store.LogRow
 	if q.PathContains != "" {
 		add("instr(path, ?) > 0", q.PathContains)
 	}
+	// A time window is also an id range (store.IDFloor), so the index of
+	// any other filter seeks straight to it instead of scanning from the
+	// newest record.
 	if !q.Since.IsZero() {
 		add("time >= ?", micros(q.Since))
+		add("id >= ?", store.IDFloor(q.Since.Add(-store.IDSkew)))
 	}
 	if !q.Until.IsZero() {
 		add("time < ?", micros(q.Until))
+		add("id < ?", store.IDFloor(q.Until.Add(store.IDSkew)))
 	}
 	if q.Before != "" {
 		add("id < ?", q.Before)

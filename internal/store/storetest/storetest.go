@@ -74,6 +74,14 @@ var t0 = time.Date(2026, 11, 26, 7, 20, 5, 123456000, time.UTC)
 
 func at(sec float64) time.Time { return t0.Add(time.Duration(sec * float64(time.Second))) }
 
+// rec is the id of the fixture's record n: a UUIDv7 string of the time
+// at(n), as keyhole makes them (store.IDFloor), so that time windows work
+// as id ranges the way they do for real records.
+func rec(n int) string {
+	floor := store.IDFloor(at(float64(n)))
+	return floor[:14] + fmt.Sprintf("7%03x-8000-%012x", n, n)
+}
+
 func ptr[T any](v T) *T { return &v }
 
 // opts compares times as instants (an implementation may return them in
@@ -839,22 +847,22 @@ func loadFixture(t *testing.T, s store.Store) *fixture {
 	var c chainer
 	batches := [][]store.AuditEvent{
 		{
-			c.record(idx("rec-01", 1, "n1", "gh", "alice", "tok-a", "GET", "/repos/acme/issues", "allow", "", "read", 200, 12.5)),
-			c.record(idx("rec-02", 2, "n1", "gh", "bob", "tok-b", "DELETE", "/repos/acme", "deny", "denied_by_rule:no-delete", "no-delete", 403, 0.25)),
+			c.record(idx(rec(1), 1, "n1", "gh", "alice", "tok-a", "GET", "/repos/acme/issues", "allow", "", "read", 200, 12.5)),
+			c.record(idx(rec(2), 2, "n1", "gh", "bob", "tok-b", "DELETE", "/repos/acme", "deny", "denied_by_rule:no-delete", "no-delete", 403, 0.25)),
 		},
 		{
-			c.record(idx("rec-03", 3, "n2", "slack", "alice", "tok-a", "POST", "/chat.postMessage", "deny", "denied_by_rule", "", 403, 1)),
-			c.record(idx("rec-04", 4, "n2", "slack", "bob", "tok-c", "POST", "/chat_update", "deny", "denied-by-rule:z", "", 403, 1)),
-			c.start(idx("rec-05", 5, "n1", "gh", "alice", "tok-a", "GET", "/repos/acme/pulls", "allow", "", "read", 0, 0)),
+			c.record(idx(rec(3), 3, "n2", "slack", "alice", "tok-a", "POST", "/chat.postMessage", "deny", "denied_by_rule", "", 403, 1)),
+			c.record(idx(rec(4), 4, "n2", "slack", "bob", "tok-c", "POST", "/chat_update", "deny", "denied-by-rule:z", "", 403, 1)),
+			c.start(idx(rec(5), 5, "n1", "gh", "alice", "tok-a", "GET", "/repos/acme/pulls", "allow", "", "read", 0, 0)),
 		},
 		{
-			c.start(idx("rec-06", 6, "n1", "gh", "bob", "tok-b", "GET", "/user", "allow", "", "read", 0, 0)),
-			c.end("n1", "rec-05", store.LogIndex{Decision: "error", Reason: "upstream_unreachable", Rule: "read", Status: 502, LatencyMS: 30.25}),
-			c.end("n1", "rec-06", store.LogIndex{Decision: "allow", Rule: "read", Status: 200, LatencyMS: 8.5}),
+			c.start(idx(rec(6), 6, "n1", "gh", "bob", "tok-b", "GET", "/user", "allow", "", "read", 0, 0)),
+			c.end("n1", rec(5), store.LogIndex{Decision: "error", Reason: "upstream_unreachable", Rule: "read", Status: 502, LatencyMS: 30.25}),
+			c.end("n1", rec(6), store.LogIndex{Decision: "allow", Rule: "read", Status: 200, LatencyMS: 8.5}),
 		},
 		{
-			c.start(idx("rec-07", 7, "n2", "slack", "alice", "tok-a", "GET", "/files/50%_off", "allow", "", "", 0, 0)),
-			c.record(idx("rec-08", 8, "n1", "-admin", "admin", "", "POST", "/api/v1/proxies", "allow", "", "", 201, 3)),
+			c.start(idx(rec(7), 7, "n2", "slack", "alice", "tok-a", "GET", "/files/50%_off", "allow", "", "", 0, 0)),
+			c.record(idx(rec(8), 8, "n1", "-admin", "admin", "", "POST", "/api/v1/proxies", "allow", "", "", 201, 3)),
 		},
 	}
 	f := &fixture{events: map[string][]store.AuditEvent{}, chains: map[string][]store.AuditEvent{}}
@@ -875,16 +883,16 @@ func loadFixture(t *testing.T, s store.Store) *fixture {
 func wantIndex() map[string]store.LogIndex {
 	m := map[string]store.LogIndex{}
 	for _, x := range []store.LogIndex{
-		idx("rec-01", 1, "n1", "gh", "alice", "tok-a", "GET", "/repos/acme/issues", "allow", "", "read", 200, 12.5),
-		idx("rec-02", 2, "n1", "gh", "bob", "tok-b", "DELETE", "/repos/acme", "deny", "denied_by_rule:no-delete", "no-delete", 403, 0.25),
-		idx("rec-03", 3, "n2", "slack", "alice", "tok-a", "POST", "/chat.postMessage", "deny", "denied_by_rule", "", 403, 1),
-		idx("rec-04", 4, "n2", "slack", "bob", "tok-c", "POST", "/chat_update", "deny", "denied-by-rule:z", "", 403, 1),
-		idx("rec-05", 5, "n1", "gh", "alice", "tok-a", "GET", "/repos/acme/pulls", "error", "upstream_unreachable", "read", 502, 30.25),
-		idx("rec-06", 6, "n1", "gh", "bob", "tok-b", "GET", "/user", "allow", "", "read", 200, 8.5),
-		idx("rec-07", 7, "n2", "slack", "alice", "tok-a", "GET", "/files/50%_off", "allow", "", "", 0, 0),
-		idx("rec-08", 8, "n1", "-admin", "admin", "", "POST", "/api/v1/proxies", "allow", "", "", 201, 3),
+		idx(rec(1), 1, "n1", "gh", "alice", "tok-a", "GET", "/repos/acme/issues", "allow", "", "read", 200, 12.5),
+		idx(rec(2), 2, "n1", "gh", "bob", "tok-b", "DELETE", "/repos/acme", "deny", "denied_by_rule:no-delete", "no-delete", 403, 0.25),
+		idx(rec(3), 3, "n2", "slack", "alice", "tok-a", "POST", "/chat.postMessage", "deny", "denied_by_rule", "", 403, 1),
+		idx(rec(4), 4, "n2", "slack", "bob", "tok-c", "POST", "/chat_update", "deny", "denied-by-rule:z", "", 403, 1),
+		idx(rec(5), 5, "n1", "gh", "alice", "tok-a", "GET", "/repos/acme/pulls", "error", "upstream_unreachable", "read", 502, 30.25),
+		idx(rec(6), 6, "n1", "gh", "bob", "tok-b", "GET", "/user", "allow", "", "read", 200, 8.5),
+		idx(rec(7), 7, "n2", "slack", "alice", "tok-a", "GET", "/files/50%_off", "allow", "", "", 0, 0),
+		idx(rec(8), 8, "n1", "-admin", "admin", "", "POST", "/api/v1/proxies", "allow", "", "", 201, 3),
 	} {
-		x.Complete = x.ID != "rec-07"
+		x.Complete = x.ID != rec(7)
 		m[x.ID] = x
 	}
 	return m
@@ -918,12 +926,12 @@ func testAuditAppend(t *testing.T, s store.Store) {
 	// must agree with the merged record the API shows.
 	var c chainer
 	c.seq, c.head = map[string]int64{"n3": 0}, map[string][]byte{}
-	start := c.start(idx("rec-09", 9, "n3", "gh", "alice", "tok-a", "GET", "/x", "allow", "report_only:r", "r", 0, 0))
+	start := c.start(idx(rec(9), 9, "n3", "gh", "alice", "tok-a", "GET", "/x", "allow", "report_only:r", "r", 0, 0))
 	must(t, "AppendAudit", s.AppendAudit(ctx, []store.AuditEvent{start}))
-	must(t, "AppendAudit", s.AppendAudit(ctx, []store.AuditEvent{c.end("n3", "rec-09", store.LogIndex{Status: 204, LatencyMS: 2})}))
-	row, err := s.GetLog(ctx, "rec-09")
+	must(t, "AppendAudit", s.AppendAudit(ctx, []store.AuditEvent{c.end("n3", rec(9), store.LogIndex{Status: 204, LatencyMS: 2})}))
+	row, err := s.GetLog(ctx, rec(9))
 	must(t, "GetLog", err)
-	wantX := idx("rec-09", 9, "n3", "gh", "alice", "tok-a", "GET", "/x", "allow", "report_only:r", "r", 204, 2)
+	wantX := idx(rec(9), 9, "n3", "gh", "alice", "tok-a", "GET", "/x", "allow", "report_only:r", "r", 204, 2)
 	wantX.Complete = true
 	if d := cmp.Diff(wantX, row.Index, opts); d != "" {
 		t.Errorf("an end without decision, reason or rule wiped the start's (-want +got):\n%s", d)
@@ -943,7 +951,7 @@ func testAuditBatchAtomic(t *testing.T, s store.Store) {
 	c.seq, c.head = map[string]int64{"n1": head.Seq}, map[string][]byte{"n1": head.Hash}
 	good := c.record(idx("rec-20", 20, "n1", "gh", "alice", "tok-a", "GET", "/new", "allow", "", "", 200, 1))
 	start := c.start(idx("rec-21", 21, "n1", "gh", "alice", "tok-a", "GET", "/new", "allow", "", "", 0, 0))
-	endOld := c.end("n1", "rec-07", store.LogIndex{Decision: "allow", Status: 200, LatencyMS: 1})
+	endOld := c.end("n1", rec(7), store.LogIndex{Decision: "allow", Status: 200, LatencyMS: 1})
 	dup := c.record(idx("rec-22", 22, "n1", "gh", "alice", "tok-a", "GET", "/dup", "allow", "", "", 200, 1))
 	dup.Seq = 1 // already taken on n1
 	err = s.AppendAudit(ctx, []store.AuditEvent{good, start, endOld, dup})
@@ -954,7 +962,7 @@ func testAuditBatchAtomic(t *testing.T, s store.Store) {
 		_, err := s.GetLog(ctx, id)
 		wantErr(t, "GetLog of "+id+" from the failed batch", err, store.ErrNotFound)
 	}
-	row, err := s.GetLog(ctx, "rec-07")
+	row, err := s.GetLog(ctx, rec(7))
 	must(t, "GetLog", err)
 	if row.Index.Complete || len(row.Events) != 1 {
 		t.Errorf("the failed batch's end was applied to rec-07: %+v, %d events", row.Index, len(row.Events))
@@ -1053,34 +1061,34 @@ func testQueryLogsFilters(t *testing.T, s store.Store) {
 		q    store.LogQuery
 		want []string
 	}{
-		{"no filter, newest first", store.LogQuery{}, []string{"rec-08", "rec-07", "rec-06", "rec-05", "rec-04", "rec-03", "rec-02", "rec-01"}},
-		{"proxy", store.LogQuery{Proxy: "gh"}, []string{"rec-06", "rec-05", "rec-02", "rec-01"}},
-		{"agent", store.LogQuery{Agent: "alice"}, []string{"rec-07", "rec-05", "rec-03", "rec-01"}},
-		{"token id", store.LogQuery{TokenID: "tok-b"}, []string{"rec-06", "rec-02"}},
-		{"decision", store.LogQuery{Decision: "deny"}, []string{"rec-04", "rec-03", "rec-02"}},
-		{"decision set by an end", store.LogQuery{Decision: "error"}, []string{"rec-05"}},
-		{"decision a start had before its end", store.LogQuery{Decision: "allow", Proxy: "gh"}, []string{"rec-06", "rec-01"}},
-		{"reason: a code matches itself and code:detail", store.LogQuery{Reason: "denied_by_rule"}, []string{"rec-03", "rec-02"}},
-		{"reason: full reason", store.LogQuery{Reason: "denied_by_rule:no-delete"}, []string{"rec-02"}},
+		{"no filter, newest first", store.LogQuery{}, []string{rec(8), rec(7), rec(6), rec(5), rec(4), rec(3), rec(2), rec(1)}},
+		{"proxy", store.LogQuery{Proxy: "gh"}, []string{rec(6), rec(5), rec(2), rec(1)}},
+		{"agent", store.LogQuery{Agent: "alice"}, []string{rec(7), rec(5), rec(3), rec(1)}},
+		{"token id", store.LogQuery{TokenID: "tok-b"}, []string{rec(6), rec(2)}},
+		{"decision", store.LogQuery{Decision: "deny"}, []string{rec(4), rec(3), rec(2)}},
+		{"decision set by an end", store.LogQuery{Decision: "error"}, []string{rec(5)}},
+		{"decision a start had before its end", store.LogQuery{Decision: "allow", Proxy: "gh"}, []string{rec(6), rec(1)}},
+		{"reason: a code matches itself and code:detail", store.LogQuery{Reason: "denied_by_rule"}, []string{rec(3), rec(2)}},
+		{"reason: full reason", store.LogQuery{Reason: "denied_by_rule:no-delete"}, []string{rec(2)}},
 		{"reason: no prefix match without the colon", store.LogQuery{Reason: "denied"}, []string{}},
 		{"reason: _ is no wildcard", store.LogQuery{Reason: "denied_by_rule:z"}, []string{}},
-		{"reason set by an end", store.LogQuery{Reason: "upstream_unreachable"}, []string{"rec-05"}},
-		{"status", store.LogQuery{Status: 403}, []string{"rec-04", "rec-03", "rec-02"}},
-		{"status set by an end", store.LogQuery{Status: 502}, []string{"rec-05"}},
-		{"node", store.LogQuery{Node: "n2"}, []string{"rec-07", "rec-04", "rec-03"}},
-		{"path contains", store.LogQuery{PathContains: "acme"}, []string{"rec-05", "rec-02", "rec-01"}},
-		{"path contains is literal: _", store.LogQuery{PathContains: "_"}, []string{"rec-07", "rec-04"}},
-		{"path contains is literal: %", store.LogQuery{PathContains: "0%_o"}, []string{"rec-07"}},
+		{"reason set by an end", store.LogQuery{Reason: "upstream_unreachable"}, []string{rec(5)}},
+		{"status", store.LogQuery{Status: 403}, []string{rec(4), rec(3), rec(2)}},
+		{"status set by an end", store.LogQuery{Status: 502}, []string{rec(5)}},
+		{"node", store.LogQuery{Node: "n2"}, []string{rec(7), rec(4), rec(3)}},
+		{"path contains", store.LogQuery{PathContains: "acme"}, []string{rec(5), rec(2), rec(1)}},
+		{"path contains is literal: _", store.LogQuery{PathContains: "_"}, []string{rec(7), rec(4)}},
+		{"path contains is literal: %", store.LogQuery{PathContains: "0%_o"}, []string{rec(7)}},
 		{"path contains is case-sensitive", store.LogQuery{PathContains: "ACME"}, []string{}},
-		{"since and until", store.LogQuery{Since: at(2.5), Until: at(5.5)}, []string{"rec-05", "rec-04", "rec-03"}},
-		{"since", store.LogQuery{Since: at(6.5)}, []string{"rec-08", "rec-07"}},
-		{"until", store.LogQuery{Until: at(1.5)}, []string{"rec-01"}},
-		{"filters combine", store.LogQuery{Agent: "alice", Node: "n1", Status: 200}, []string{"rec-01"}},
-		{"limit", store.LogQuery{Limit: 3}, []string{"rec-08", "rec-07", "rec-06"}},
-		{"before", store.LogQuery{Before: "rec-03"}, []string{"rec-02", "rec-01"}},
-		{"ascending", store.LogQuery{Ascending: true}, []string{"rec-01", "rec-02", "rec-03", "rec-04", "rec-05", "rec-06", "rec-07", "rec-08"}},
-		{"after, ascending (follow mode)", store.LogQuery{After: "rec-05", Ascending: true}, []string{"rec-06", "rec-07", "rec-08"}},
-		{"ascending with a limit takes the oldest", store.LogQuery{Ascending: true, Limit: 2}, []string{"rec-01", "rec-02"}},
+		{"since and until", store.LogQuery{Since: at(2.5), Until: at(5.5)}, []string{rec(5), rec(4), rec(3)}},
+		{"since", store.LogQuery{Since: at(6.5)}, []string{rec(8), rec(7)}},
+		{"until", store.LogQuery{Until: at(1.5)}, []string{rec(1)}},
+		{"filters combine", store.LogQuery{Agent: "alice", Node: "n1", Status: 200}, []string{rec(1)}},
+		{"limit", store.LogQuery{Limit: 3}, []string{rec(8), rec(7), rec(6)}},
+		{"before", store.LogQuery{Before: rec(3)}, []string{rec(2), rec(1)}},
+		{"ascending", store.LogQuery{Ascending: true}, []string{rec(1), rec(2), rec(3), rec(4), rec(5), rec(6), rec(7), rec(8)}},
+		{"after, ascending (follow mode)", store.LogQuery{After: rec(5), Ascending: true}, []string{rec(6), rec(7), rec(8)}},
+		{"ascending with a limit takes the oldest", store.LogQuery{Ascending: true, Limit: 2}, []string{rec(1), rec(2)}},
 		{"nothing matches", store.LogQuery{Proxy: "nope"}, []string{}},
 	}
 	for _, tc := range tests {
@@ -1126,8 +1134,8 @@ func testQueryLogsPaging(t *testing.T, s store.Store) {
 		want []string // oldest first
 	}{
 		{"everything", store.LogQuery{}, all},
-		{"filtered", store.LogQuery{Proxy: "gh"}, append([]string{"rec-01", "rec-02", "rec-05", "rec-06"}, all[len(f.all):]...)},
-		{"two matches", store.LogQuery{Agent: "bob", Status: 403}, []string{"rec-02", "rec-04"}},
+		{"filtered", store.LogQuery{Proxy: "gh"}, append([]string{rec(1), rec(2), rec(5), rec(6)}, all[len(f.all):]...)},
+		{"two matches", store.LogQuery{Agent: "bob", Status: 403}, []string{rec(2), rec(4)}},
 	}
 	for _, tc := range tests {
 		for _, limit := range []int{1, 2, 3, 7, 100} {
@@ -1180,7 +1188,7 @@ func testQueryLogsWithData(t *testing.T, s store.Store) {
 	f := loadFixture(t, s)
 	rows, err := s.QueryLogs(ctx, store.LogQuery{Proxy: "gh", WithData: true})
 	must(t, "QueryLogs", err)
-	if d := cmp.Diff([]string{"rec-06", "rec-05", "rec-02", "rec-01"}, ids(rows)); d != "" {
+	if d := cmp.Diff([]string{rec(6), rec(5), rec(2), rec(1)}, ids(rows)); d != "" {
 		t.Fatalf("QueryLogs (-want +got):\n%s", d)
 	}
 	for _, r := range rows {
@@ -1194,17 +1202,17 @@ func testQueryLogsWithData(t *testing.T, s store.Store) {
 
 func testGetLog(t *testing.T, s store.Store) {
 	ctx := t.Context()
-	_, err := s.GetLog(ctx, "rec-01")
+	_, err := s.GetLog(ctx, rec(1))
 	wantErr(t, "GetLog on an empty store", err, store.ErrNotFound)
 	f := loadFixture(t, s)
 	_, err = s.GetLog(ctx, "rec-99")
 	wantErr(t, "GetLog of an unknown id", err, store.ErrNotFound)
-	row, err := s.GetLog(ctx, "rec-07")
+	row, err := s.GetLog(ctx, rec(7))
 	must(t, "GetLog", err)
-	if d := cmp.Diff(wantIndex()["rec-07"], row.Index, opts); d != "" {
+	if d := cmp.Diff(wantIndex()[rec(7)], row.Index, opts); d != "" {
 		t.Errorf("incomplete record's index (-want +got):\n%s", d)
 	}
-	if d := cmp.Diff(f.events["rec-07"], row.Events, opts, cmpopts.IgnoreFields(store.AuditEvent{}, "Index")); d != "" {
+	if d := cmp.Diff(f.events[rec(7)], row.Events, opts, cmpopts.IgnoreFields(store.AuditEvent{}, "Index")); d != "" {
 		t.Errorf("incomplete record's events (-want +got):\n%s", d)
 	}
 }
@@ -1343,15 +1351,15 @@ func testDeleteAuditPrefix(t *testing.T, s store.Store) {
 		wantListed         []string
 	}{
 		{name: "nothing below the first link", before: 1, limit: 10, wantChain: []int64{1, 2, 3, 4, 5, 6, 7},
-			wantListed: []string{"rec-01", "rec-02", "rec-03", "rec-04", "rec-05", "rec-06", "rec-07", "rec-08"}},
+			wantListed: []string{rec(1), rec(2), rec(3), rec(4), rec(5), rec(6), rec(7), rec(8)}},
 		{name: "limited to 2 links", before: 5, limit: 2, wantEvents: 2, wantRx: 2, wantChain: []int64{3, 4, 5, 6, 7},
-			wantListed: []string{"rec-03", "rec-04", "rec-05", "rec-06", "rec-07", "rec-08"}},
+			wantListed: []string{rec(3), rec(4), rec(5), rec(6), rec(7), rec(8)}},
 		{name: "the rest below 5: two starts whose ends stay", before: 5, limit: 10, wantEvents: 2, wantRx: 2, wantChain: []int64{5, 6, 7},
-			wantListed: []string{"rec-03", "rec-04", "rec-07", "rec-08"}},
+			wantListed: []string{rec(3), rec(4), rec(7), rec(8)}},
 		{name: "done", before: 5, limit: 10, wantChain: []int64{5, 6, 7},
-			wantListed: []string{"rec-03", "rec-04", "rec-07", "rec-08"}},
+			wantListed: []string{rec(3), rec(4), rec(7), rec(8)}},
 		{name: "ends without their record, and a record", before: 8, limit: 10, wantEvents: 3, wantRx: 1, wantChain: nil,
-			wantListed: []string{"rec-03", "rec-04", "rec-07"}},
+			wantListed: []string{rec(3), rec(4), rec(7)}},
 	}
 	for _, st := range steps {
 		ev, rx, err := s.DeleteAuditPrefix(ctx, "n1", st.before, st.limit)
@@ -1369,7 +1377,7 @@ func testDeleteAuditPrefix(t *testing.T, s store.Store) {
 	if d := cmp.Diff([]int64{1, 2, 3}, chain("n2")); d != "" {
 		t.Errorf("n2's chain after cutting n1's (-want +got):\n%s", d)
 	}
-	for _, id := range []string{"rec-01", "rec-05"} {
+	for _, id := range []string{rec(1), rec(5)} {
 		_, err := s.GetLog(ctx, id)
 		wantErr(t, "GetLog of a deleted record "+id, err, store.ErrNotFound)
 	}
