@@ -273,7 +273,6 @@ func (s *logStream) startSince(ctx context.Context, since time.Time) error {
 	return nil
 }
 
-
 func (s *logStream) setNodes(nodes []string) {
 	for _, n := range nodes {
 		if _, ok := s.pos[n]; !ok {
