@@ -80,6 +80,9 @@ type Writer struct {
 	// chain head, owned by the loop goroutine
 	seq  int64
 	head []byte
+	// failedBytes: the size of the largest batch that failed since the
+	// last success, which the idle probe writes (owned by the loop).
+	failedBytes int
 	// initial: events to commit before any other (gap events found at
 	// start), handed to the loop.
 	initial []*pending
@@ -408,7 +411,7 @@ func (w *Writer) loop() {
 		all := append(retry, batch...)
 		retry = nil
 		if len(all) == 0 {
-			if backoff > 0 {
+			if backoff > 0 || !w.Healthy() {
 				w.probe(fail, &backoff)
 			}
 			continue
@@ -423,6 +426,11 @@ func (w *Writer) loop() {
 			backoff = 0
 			all = all[n:]
 		}
+		if len(retry) == 0 && !w.Healthy() {
+			// Committed, but smaller than what failed (commit): the
+			// probe decides when the store is back.
+			arm(minBackoff)
+		}
 		if stopping && len(retry) > 0 {
 			// Shutting down with a failing store: keep trying until
 			// Close's deadline (then the process exits).
@@ -433,9 +441,19 @@ func (w *Writer) loop() {
 
 // probe checks an idle, unhealthy store, so that /-/ready and async
 // fail-closed recover without traffic.
+//
+// A store that can (sizedPinger: SQLite) is probed with a write as large
+// as the batch that failed: on a full disk a tiny write may succeed where
+// the records cannot, and calling the store recovered then would make
+// /-/ready flap and let requests through to be refused one by one.
 func (w *Writer) probe(fail func(), backoff *time.Duration) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	err := w.st.Ping(ctx)
+	var err error
+	if sp, ok := w.st.(sizedPinger); ok && w.failedBytes > 0 {
+		err = sp.PingWrite(ctx, w.failedBytes)
+	} else {
+		err = w.st.Ping(ctx)
+	}
 	cancel()
 	if err != nil {
 		w.mu.Lock()
@@ -451,6 +469,19 @@ func (w *Writer) probe(fail func(), backoff *time.Duration) {
 	w.healthy = true
 	w.mu.Unlock()
 	*backoff = 0
+	w.failedBytes = 0
+}
+
+// probeHeadroom is the least a store that failed must take again to be
+// called recovered (sizedPinger): a few seconds of records with bodies.
+// A full disk whose WAL still has some reusable space takes small commits
+// and refuses the next large one; without headroom the node would flap
+// between ready and not ready.
+const probeHeadroom = 4 << 20
+
+// sizedPinger is a store that can check it takes a write of n bytes.
+type sizedPinger interface {
+	PingWrite(ctx context.Context, n int) error
 }
 
 func (w *Writer) lastFail() time.Time {
@@ -516,8 +547,13 @@ func (w *Writer) commit(batch []*pending) error {
 	err := w.st.AppendAudit(ctx, evs)
 	cancel()
 	w.m.AuditCommit.Observe(time.Since(start).Seconds())
+	size := 0
+	for i := range evs {
+		size += len(evs[i].Data) + 256 // the row's other columns and index entries
+	}
 	w.mu.Lock()
 	if err != nil {
+		w.failedBytes = max(w.failedBytes, size, probeHeadroom)
 		if w.healthy {
 			w.log.Error("audit store cannot take records; refusing requests until it recovers", "err", err)
 		}
@@ -527,10 +563,18 @@ func (w *Writer) commit(batch []*pending) error {
 		w.m.AuditFailures.Inc()
 		return err
 	}
-	if !w.healthy {
+	switch {
+	case w.healthy:
+	case size < w.failedBytes:
+		// These records are committed, but a store on a full disk can
+		// take small writes and not the records that failed: it is not
+		// called recovered (/-/ready, async mode) until the probe has
+		// written as much as failed.
+	default:
 		w.log.Info("audit store recovered")
+		w.healthy = true
+		w.failedBytes = 0
 	}
-	w.healthy = true
 	w.cseq, w.chash = seq, head
 	w.mu.Unlock()
 	w.seq, w.head = seq, head

@@ -221,6 +221,27 @@ func (s *Store) Ping(ctx context.Context) error {
 	return err
 }
 
+// PingWrite checks that the database takes a write of about n bytes, as
+// the audit writer's probe asks after a batch of that size failed: on a
+// full disk a tiny write can still succeed (SQLite reuses the WAL's
+// space once it has been checkpointed) while the records cannot, and the
+// node must not call itself recovered then. The value is written in one
+// commit and emptied in the next, so that its pages go back to the free
+// list (the same transaction would never write them: SQLite skips pages
+// freed before the commit).
+func (s *Store) PingWrite(ctx context.Context, n int) error {
+	if err := s.sameFile(); err != nil {
+		return err
+	}
+	n = min(max(n, 1), 16<<20)
+	if _, err := s.w.ExecContext(ctx, `INSERT INTO meta (key, value) VALUES ('ping_write', hex(randomblob(?)))
+		ON CONFLICT (key) DO UPDATE SET value = excluded.value`, (n+1)/2); err != nil {
+		return err
+	}
+	_, err := s.w.ExecContext(ctx, `UPDATE meta SET value = '' WHERE key = 'ping_write'`)
+	return err
+}
+
 // ErrFileReplaced: the database file at the store's path is not the one it
 // opened (deleted or replaced under a running node): commits would go to
 // an unlinked file and be lost at stop.

@@ -192,6 +192,7 @@ func TestReadOnlyFile(t *testing.T) {
 				PrevHash: make([]byte, 32), Hash: make([]byte, 32), Index: store.LogIndex{ID: "r1", Node: "n1", Time: time.Unix(4, 0)}}})
 		}},
 		{"Ping", func() error { return s.Ping(ctx) }},
+		{"PingWrite", func() error { return s.PingWrite(ctx, 1<<20) }},
 	}
 	for _, w := range writes {
 		err := w.write()
@@ -216,5 +217,25 @@ func TestReadOnlyFile(t *testing.T) {
 	}
 	if d := cmp.Diff([]string{"builder"}, names); d != "" {
 		t.Errorf("agents after failed writes (-want +got):\n%s", d)
+	}
+}
+
+// TestPingWrite: the audit writer's sized probe writes about n bytes in a
+// commit of their own and leaves nothing behind (the value is emptied in
+// the next commit, its pages go back to the free list).
+func TestPingWrite(t *testing.T) {
+	s := open(t, filepath.Join(t.TempDir(), "keyhole.db"))
+	ctx := t.Context()
+	for _, n := range []int{0, 1, 4 << 20, 64 << 20} {
+		if err := s.PingWrite(ctx, n); err != nil {
+			t.Fatalf("PingWrite(%d): %v", n, err)
+		}
+	}
+	var v string
+	if err := s.w.QueryRowContext(ctx, `SELECT value FROM meta WHERE key = 'ping_write'`).Scan(&v); err != nil {
+		t.Fatal(err)
+	}
+	if v != "" {
+		t.Errorf("after PingWrite, meta ping_write holds %d bytes; want it emptied", len(v))
 	}
 }
