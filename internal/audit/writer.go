@@ -83,6 +83,10 @@ type Writer struct {
 	// failedBytes: the size of the largest batch that failed since the
 	// last success, which the idle probe writes (owned by the loop).
 	failedBytes int
+	lastProbe   time.Time
+	// sized: the store can be probed with a write of a given size; only
+	// then is a small commit after a failure not taken as recovery.
+	sized bool
 	// initial: events to commit before any other (gap events found at
 	// start), handed to the loop.
 	initial []*pending
@@ -126,6 +130,7 @@ func NewWriter(ctx context.Context, st store.Audit, opt Options) (*Writer, error
 	w := &Writer{st: st, opt: opt, log: opt.Logger, m: opt.Metrics, q: make(chan *pending, opt.QueueSize),
 		stop: make(chan struct{}), done: make(chan struct{}), healthy: true, seq: h.Seq, head: h.Hash,
 		cseq: h.Seq, chash: h.Hash, ckWritten: -1}
+	_, w.sized = st.(sizedPinger)
 	if w.head == nil {
 		w.head = Genesis
 	}
@@ -428,8 +433,14 @@ func (w *Writer) loop() {
 		}
 		if len(retry) == 0 && !w.Healthy() {
 			// Committed, but smaller than what failed (commit): the
-			// probe decides when the store is back.
-			arm(minBackoff)
+			// probe decides when the store is back, now if it has not
+			// run for a while (a node under load is never idle), else
+			// once the writer is idle.
+			if time.Since(w.lastProbe) >= minBackoff {
+				w.probe(fail, &backoff)
+			} else {
+				arm(minBackoff)
+			}
 		}
 		if stopping && len(retry) > 0 {
 			// Shutting down with a failing store: keep trying until
@@ -447,6 +458,7 @@ func (w *Writer) loop() {
 // the records cannot, and calling the store recovered then would make
 // /-/ready flap and let requests through to be refused one by one.
 func (w *Writer) probe(fail func(), backoff *time.Duration) {
+	w.lastProbe = time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	var err error
 	if sp, ok := w.st.(sizedPinger); ok && w.failedBytes > 0 {
@@ -565,7 +577,7 @@ func (w *Writer) commit(batch []*pending) error {
 	}
 	switch {
 	case w.healthy:
-	case size < w.failedBytes:
+	case size < w.failedBytes && w.sized:
 		// These records are committed, but a store on a full disk can
 		// take small writes and not the records that failed: it is not
 		// called recovered (/-/ready, async mode) until the probe has
