@@ -294,9 +294,9 @@ type follower struct {
 }
 
 // afterCursor is the API's cursor for "records after id" in ascending
-// order. The API returns next_cursor only when a page is full, so a
-// follower that has read everything builds the cursor of its last record
-// itself (see the report: the API could return it on every page).
+// order, for the poller used against nodes without the log stream (the
+// API returns next_cursor on every ascending page; a follower that starts
+// from a record it already has builds the cursor itself).
 func afterCursor(id string) string {
 	return base64.RawURLEncoding.EncodeToString([]byte("v1:" + id))
 }

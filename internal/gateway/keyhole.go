@@ -1,12 +1,11 @@
 package gateway
 
 import (
-	"bytes"
+	"context"
 	"encoding/json"
 	"io"
 	"net/http"
 	"sort"
-	"strings"
 	"time"
 
 	"github.com/keyhole-gw/keyhole/internal/audit"
@@ -151,10 +150,10 @@ func (g *Gateway) mint(w http.ResponseWriter, r *http.Request, x *exchange) {
 		return
 	}
 	var req mintRequest
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil {
-		bad("the body must be a JSON object {\"proxies\":[…],\"rules\":[…],\"ttl\":\"15m\",\"name\":\"…\"}; " + jsonProblem(err))
+	// Strict, as every configuration body: repeated keys and case variants
+	// of field names are refused (a rule's "effect" must mean one thing).
+	if err := spec.DecodeStrict(body, &req, "the request"); err != nil {
+		bad("the body must be a JSON object {\"proxies\":[…],\"rules\":[…],\"ttl\":\"15m\",\"name\":\"…\"}: " + err.Error())
 		return
 	}
 	if parent.Depth+1 > MaxChildDepth {
@@ -219,27 +218,42 @@ func (g *Gateway) mint(w http.ResponseWriter, r *http.Request, x *exchange) {
 	}
 	child := store.Token{ID: token.NewID("tok_"), Hash: token.Hash(raw), Agent: parent.Agent, Name: name, Proxies: proxies,
 		Rules: rulesJSON, ParentID: parent.ID, Depth: parent.Depth + 1, CreatedAt: now, ExpiresAt: exp}
-	if err := g.Store.CreateToken(r.Context(), child); err != nil {
-		g.Logger.Error("cannot store a child token", "err", err)
-		g.refuse(w, r, x, &refusal{status: http.StatusInternalServerError, reason: "internal", message: "the token could not be stored"})
+	// Recorded before it exists (like every change): no record, no token.
+	x.rec.Decision, x.rec.Reason = audit.Allow, "token.mint"
+	x.rec.RequestHeaders = (*audit.Redactor)(nil).Headers(r.Header)
+	if err := g.Audit.Begin(r.Context(), &x.rec); err != nil {
+		g.auditFailed(w, r, x, err)
 		return
 	}
-	if err := g.Catalog.Reload(r.Context()); err != nil {
+	status := http.StatusCreated
+	if err := g.Store.CreateToken(r.Context(), child); err != nil {
+		g.Logger.Error("cannot store a child token", "err", err)
+		status = http.StatusInternalServerError
+	} else if err := g.Catalog.Reload(r.Context()); err != nil {
+		// Stored, so other nodes and this one's next rebuild know it; but
+		// it would not work here yet: say so rather than hand it out.
 		g.Logger.Error("snapshot rebuild after minting failed", "err", err)
+		status = http.StatusServiceUnavailable
 	}
-	if !g.okRecord(w, r, x, http.StatusCreated) {
+	end := &audit.End{Status: status, LatencyMS: msSince(x.start)}
+	if status != http.StatusCreated {
+		end.Decision, end.Reason = audit.Error, "token.mint_failed"
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 10*time.Second)
+	defer cancel()
+	if err := g.Audit.Finish(ctx, x.rid, end); err != nil {
+		// The token is stored but never handed out: harmless, and the
+		// agent sees a failed call rather than an unrecorded token.
+		g.Logger.Warn("the end of a mint's audit record cannot be committed; aborting", "request_id", x.rid, "err", err)
+		panic(http.ErrAbortHandler)
+	}
+	g.observe(x, status, end.Decision)
+	if status != http.StatusCreated {
+		writeError(w, status, "internal", "the token could not be issued; retry", x.rid)
 		return
 	}
 	writeJSON(w, http.StatusCreated, map[string]any{"id": child.ID, "token": raw, "agent": child.Agent, "proxies": proxies,
 		"expires_at": fmtTime(exp), "parent_id": parent.ID, "depth": child.Depth, "name": name})
-}
-
-func jsonProblem(err error) string {
-	s := err.Error()
-	if strings.HasPrefix(s, "json: unknown field ") {
-		return "unknown field " + clipName(strings.TrimPrefix(s, "json: unknown field "))
-	}
-	return "it does not parse"
 }
 
 func clipName(s string) string {

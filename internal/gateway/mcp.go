@@ -69,11 +69,15 @@ func (g *Gateway) serveMCP(w http.ResponseWriter, r *http.Request, x *exchange) 
 	}
 	fctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 10*time.Second)
 	defer cancel()
-	if err := g.Audit.Finish(fctx, x.rid, &e); err != nil && !errors.Is(err, audit.ErrUnavailable) {
-		g.Logger.Warn("audit end record not yet committed", "request_id", x.rid, "err", err)
+	err := g.Audit.Finish(fctx, x.rid, &e)
+	g.observe(x, e.Status, audit.Allow)
+	if err != nil {
+		// As for forwarded calls: the answer never ends before its record
+		// (SPEC §6 sync); the end event is kept and retried.
+		g.Logger.Warn("the end of an MCP call's audit record cannot be committed; aborting the response", "request_id", x.rid, "err", err)
+		panic(http.ErrAbortHandler)
 	}
 	hw.release()
-	g.observe(x, e.Status, audit.Allow)
 }
 
 // heldWriter keeps the MCP handler's answer (one JSON-RPC response, or

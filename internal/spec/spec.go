@@ -39,7 +39,13 @@ func ValidSecretName(s string) bool { return secretNameRE.MatchString(s) }
 
 // Error is a validation error: its message is written for the person who
 // sent the config and is safe to return to them.
-type Error struct{ Msg string }
+type Error struct {
+	Msg string
+	// Path, when known, is where in the document the problem is
+	// (proxies[2].rules[0].effect): ParseConfig turns it into a YAML line
+	// number. It is already part of Msg.
+	Path string
+}
 
 func (e *Error) Error() string { return e.Msg }
 

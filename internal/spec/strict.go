@@ -82,31 +82,43 @@ func readStrict(r io.Reader, v any) ([]byte, error) {
 // checkStrict is the pre-pass: the document must be strict JSON and every
 // key must name a field of t (a pointer to a struct) exactly.
 func checkStrict(data []byte, t reflect.Type, what string) error {
+	_, err := parseStrict(data, t, what, "the body")
+	return err
+}
+
+// parseStrict is checkStrict that also returns the parsed document;
+// subject names the document in messages ("the body", "the config").
+func parseStrict(data []byte, t reflect.Type, what, subject string) (any, error) {
 	doc, err := strictjson.Parse(data)
 	if err != nil {
 		var se *strictjson.Error
 		if !errors.As(err, &se) {
-			return errf("the body is not valid JSON")
+			return nil, errf("%s is not valid JSON", subject)
 		}
 		switch se.Kind {
 		case strictjson.Syntax, strictjson.Truncated, strictjson.Trailing, strictjson.NonStringKey:
 			if len(bytes.TrimSpace(data)) == 0 {
-				return errf("the body is empty; send a JSON object")
+				return nil, errf("%s is empty; send a JSON object", subject)
 			}
 			// Bytes that are not one JSON value: encoding/json refuses them
 			// too, and its messages (byte offsets, "more than one JSON
 			// value") are the ones the rest of the API gives.
 			var raw json.RawMessage
 			if jerr := decodeJSON(bytes.NewReader(data), &raw); jerr != nil {
-				return jerr
+				return nil, jerr
 			}
-			return errf("%s", se.Message("the body"))
+			return nil, errf("%s", se.Message(subject))
 		case strictjson.DuplicateKey:
-			return errf("the body repeats the key %q in %s; a key may appear once per object", se.Key, where(what, se.Path))
+			e := errf("%s repeats the key %q in %s; a key may appear once per object", subject, se.Key, where(what, se.Path)).(*Error)
+			e.Path = se.Path
+			return nil, e
 		}
-		return errf("%s", se.Message("the body"))
+		return nil, errf("%s", se.Message(subject))
 	}
-	return checkKeys(doc, t, what, nil)
+	if err := checkKeys(doc, t, what, nil); err != nil {
+		return nil, err
+	}
+	return doc, nil
 }
 
 func where(what, path string) string {
@@ -193,7 +205,7 @@ func unknownField(k string, names []string, what string, path []any) error {
 	if s := suggest(k, names); s != "" {
 		msg += fmt.Sprintf(" (did you mean %q?)", s)
 	}
-	return errf("%s", msg)
+	return &Error{Msg: msg, Path: strictjson.FormatPath(append(path[:len(path):len(path)], k)...)}
 }
 
 // structFields are a struct type's JSON field names and the types they
@@ -276,6 +288,17 @@ func suggest(k string, names []string) string {
 	if len(hits) == 1 {
 		return hits[0]
 	}
+	// A singular for a plural or the other way round (proxy for proxies,
+	// rules for rule).
+	hits = hits[:0]
+	for _, n := range names {
+		if nn := norm(n); nk != "" && nn != "" && (plural(nk) == nn || plural(nn) == nk) {
+			hits = append(hits, n)
+		}
+	}
+	if len(hits) == 1 {
+		return hits[0]
+	}
 	if utf8.RuneCountInString(k) > 64 {
 		return ""
 	}
@@ -294,6 +317,17 @@ func suggest(k string, names []string) string {
 		return ""
 	}
 	return best
+}
+
+// plural is the English plural of a lower-case field name.
+func plural(s string) string {
+	switch {
+	case strings.HasSuffix(s, "y") && len(s) > 1 && !strings.ContainsRune("aeiou", rune(s[len(s)-2])):
+		return s[:len(s)-1] + "ies"
+	case strings.HasSuffix(s, "s"), strings.HasSuffix(s, "x"), strings.HasSuffix(s, "ch"), strings.HasSuffix(s, "sh"):
+		return s + "es"
+	}
+	return s + "s"
 }
 
 // editDistance is the optimal string alignment distance (Levenshtein plus

@@ -36,6 +36,8 @@ func TestDecodeProxyStrict(t *testing.T) {
 		{name: "Kelvin sign folds to k", in: `{"name":"a",` + minimal + `,"pass_coo\u212aies":true}`, wantErr: "unknown field \"pass_coo\u212aies\" in proxy (did you mean \"pass_cookies\"?)"},
 		{name: "hyphen for underscore", in: `{"name":"a",` + minimal + `,"max-rule-body":5}`, wantErr: `unknown field "max-rule-body" in proxy (did you mean "max_rule_body"?)`},
 		{name: "typo", in: `{"name":"a",` + minimal + `,"pass_cokies":true}`, wantErr: `(did you mean "pass_cookies"?)`},
+		{name: "singular for plural", in: `{"name":"a",` + minimal + `,"rule":[]}`, wantErr: `unknown field "rule" in proxy (did you mean "rules"?)`},
+		{name: "plural for singular", in: `{"name":"a",` + minimal + `,"descriptions":"x"}`, wantErr: `unknown field "descriptions" in proxy (did you mean "description"?)`},
 		{name: "no suggestion for a stranger", in: `{"name":"a",` + minimal + `,"priority":1}`, wantErr: `unknown field "priority" in proxy`},
 		{name: "unknown in quota", in: `{"name":"a",` + minimal + `,"quotas":[{"limit":1,"per":"day"},{"limit":1,"per":"day","Sum":"x"}]}`, wantErr: `unknown field "Sum" in quotas[1] (did you mean "sum"?)`},
 		{name: "unknown in rule filters", in: `{"name":"a",` + minimal + `,"rules":[{"name":"r","effect":"allow","paths":["/"],"response_filters":{"drop":["x"]}}]}`, wantErr: `unknown field "drop" in rules[0].response_filters`},

@@ -76,11 +76,11 @@ var all = []Template{
 		Description: "GitHub REST API with a fine-grained or classic personal access token (or an app installation token).",
 		Upstream:    "https://api.github.com",
 		Auth:        spec.Auth{Type: "bearer"},
-		SDK:         `Octokit: new Octokit({ baseUrl: "http://GATEWAY/github", request: { headers: { "x-keyhole-token": "kh_…" } } }) — with no auth option (see quirks).`,
+		SDK:         `Octokit: new Octokit({ baseUrl: "http://GATEWAY/github", auth: "kh_…" }) — it sends "Authorization: token kh_…", which keyhole reads.`,
 		Example:     `curl -H "Authorization: Bearer $KH_TOKEN" -H "Accept: application/vnd.github+json" http://GATEWAY/github/user/repos`,
 		Docs:        "https://docs.github.com/en/rest/authentication/authenticating-to-the-rest-api",
 		Quirks: []string{
-			`Octokit, PyGithub and gh send "Authorization: token …", not Bearer; keyhole reads agent tokens from Bearer, X-Keyhole-Token or agent_token_header only, so give the keyhole token as X-Keyhole-Token (as above) or as a Bearer header.`,
+			`Octokit, PyGithub and gh send "Authorization: token …" rather than Bearer; keyhole reads a kh_ token under that scheme too (and X-Keyhole-Token, and Bearer).`,
 			"GitHub refuses requests without User-Agent; keyhole forwards the agent's own and adds none (curl and the SDKs send one).",
 			"X-GitHub-Api-Version from the client passes through; the API's default applies when it is absent.",
 		},
@@ -122,7 +122,7 @@ var all = []Template{
 		Docs:        "https://linear.app/developers/graphql",
 		Quirks: []string{
 			`Personal API keys go in Authorization with no scheme ("Authorization: lin_api_…"); OAuth tokens take "Bearer". The template sends the key bare.`,
-			`The SDK's apiKey option sends the keyhole token bare too, which keyhole does not read as a token: use accessToken (Bearer).`,
+			`The SDK's apiKey option sends the keyhole token bare ("Authorization: kh_…"), which keyhole reads as the token; accessToken (Bearer) works too.`,
 			"GraphQL is one endpoint (POST /graphql): rules that tell reads from writes look at request.json.query.",
 		},
 	},

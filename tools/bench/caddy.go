@@ -25,7 +25,7 @@ func startCaddy(dir, upstream, tok string) (*proc, string, error) {
 		return nil, "", fmt.Errorf("building caddy %s: %w", caddyVersion, err)
 	}
 	addr := freePort()
-	key := getenv("BENCH_UPSTREAM_KEY", "sk_bench")
+	key := getenv("BENCH_UPSTREAM_KEY", benchUpstreamKey)
 	cf := fmt.Sprintf(`{
 	admin off
 	auto_https off

@@ -49,6 +49,9 @@ func freePort() string {
 
 var pinned = false
 
+// benchUpstreamKey is the upstream credential every target injects.
+const benchUpstreamKey = "sk_bench_upstream_key_0123456789"
+
 // start runs a command pinned to cpu (when taskset exists) with GOMAXPROCS=1.
 func start(name, cpu string, env []string, logDir string, args ...string) (*proc, error) {
 	if pinned {
@@ -123,7 +126,7 @@ func keyholeNode(bin, dir, name, upstream string, extra ...string) (*proc, strin
 		return p, "", "", err
 	}
 	a := adminClient{"http://" + adm, admTok}
-	secret := getenv("BENCH_UPSTREAM_KEY", "sk_bench_upstream_key_0123456789")
+	secret := getenv("BENCH_UPSTREAM_KEY", benchUpstreamKey)
 	steps := []struct {
 		path string
 		body any

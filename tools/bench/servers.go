@@ -66,7 +66,7 @@ func baselineCmd(args []string) error {
 	upstream := fs.String("upstream", "http://127.0.0.1:9001", "upstream base URL")
 	fs.Parse(args)
 	tok := []byte(getenv("BENCH_TOKEN", "kh_benchtoken"))
-	key := getenv("BENCH_UPSTREAM_KEY", "sk_bench")
+	key := getenv("BENCH_UPSTREAM_KEY", benchUpstreamKey)
 	u, err := url.Parse(*upstream)
 	if err != nil {
 		return err
