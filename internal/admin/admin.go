@@ -290,7 +290,18 @@ func (a *API) adminOnly(h http.Handler) http.Handler {
 		c := &call{w: w, r: r, rid: newID(), start: time.Now()}
 		if err := a.authorize(c, true); err != nil {
 			ae := err.(*apiError)
+			c.status = ae.status
 			writeErr(w, ae.status, ae.code, ae.message, c.rid)
+			a.refused(c)
+			return
+		}
+		// A profile holds memory contents (secrets included): taking one
+		// is recorded first, like a change.
+		c.action, c.status = "debug.pprof", http.StatusOK
+		ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
+		defer cancel()
+		if err := a.Audit.Record(ctx, a.start(c), c.end()); err != nil {
+			writeErr(w, http.StatusServiceUnavailable, "audit_unavailable", "the audit log cannot record this right now; retry shortly", c.rid)
 			return
 		}
 		h.ServeHTTP(w, r)
@@ -318,6 +329,9 @@ func (a *API) authorize(c *call, change bool) error {
 		// CSRF on every method but GET and HEAD and fails with a
 		// client-safe reason; its identity's role applies as a token's.
 		who, err := a.Sessions.AuthenticateSession(c.r)
+		if errors.Is(err, ErrSessionsUnavailable) {
+			return &apiError{http.StatusServiceUnavailable, "unavailable", err.Error()}
+		}
 		if err != nil {
 			return &apiError{http.StatusForbidden, "forbidden", err.Error()}
 		}

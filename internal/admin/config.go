@@ -684,6 +684,7 @@ func (a *API) revokeAdminToken(c *call) error {
 	if err := a.Store.RevokeAdminToken(c.r.Context(), id, now()); err != nil {
 		return storeErr(err, "admin token "+id)
 	}
+	a.endSessions(c.r.Context(), id)
 	if err := a.reload(c.r.Context()); err != nil {
 		return err
 	}

@@ -227,6 +227,7 @@ func (a *API) deleteUser(c *call) error {
 	if err := a.Store.RevokeAdminToken(c.r.Context(), u.AdminTokenID, now()); err != nil && !errors.Is(err, store.ErrNotFound) {
 		return err
 	}
+	a.endSessions(c.r.Context(), u.AdminTokenID)
 	if err := us.DeleteUser(c.r.Context(), name); err != nil {
 		return storeErr(err, "user "+clip(name))
 	}

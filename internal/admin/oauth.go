@@ -34,29 +34,35 @@ import (
 // provider's consent URL. A person opens it, consents, and the provider
 // sends the browser to GET /api/v1/oauth/callback on this admin listener.
 // The callback carries no admin token: the state parameter authenticates
-// it. A state is 256 random bits, kept (hashed) in this node's memory,
-// bound to the admin token that started the flow (which must still be a
-// valid admin token when the callback comes), single-use and valid for
-// FlowTTL. The callback exchanges the code (with the PKCE verifier) and
+// it. A state is 256 random bits, kept (hashed) in the store, bound to the
+// admin token that started the flow (which must still be a valid admin
+// token when the callback comes), single-use and valid for FlowTTL. The callback exchanges the code (with the PKCE verifier) and
 // stores {client_id, client_secret, refresh_token} as the secret: version 1
 // if it is new, else the next version (other fields of an object secret
 // are kept). Both calls are audit records (proxy -admin); neither answer,
 // nor the record, nor a log line holds the code, a token or the client
 // secret.
 //
-// Flows live in the memory of the node that started them: behind a load
-// balancer, the callback must reach the same node (or the person starts
-// again). A restart forgets them.
+// Flows are kept in the store (store.OAuthFlows), so the callback may reach
+// any node, and a restart forgets nothing: the row's id is the state's
+// SHA-256, and the PKCE verifier and the client secret are sealed by the
+// vault's keyring (sealedFlow, flowAAD). Taking a flow deletes it in one
+// statement, so a callback replayed on another node, or two nodes racing
+// on one, complete it once. Expired flows are deleted by each node's sweep
+// (internal/server). A store without store.OAuthFlows keeps them in this
+// node's memory (memFlows): the callback must then reach the same node.
 
 // FlowTTL is how long a consent URL can be completed.
 const FlowTTL = 10 * time.Minute
 
-// maxFlows bounds the flows in progress per node.
+// maxFlows bounds the flows in progress that memFlows keeps.
 const maxFlows = 256
 
 // CallbackPath is where providers send the browser back.
 const CallbackPath = "/api/v1/oauth/callback"
 
+// oauthFlow is a flow as the callback uses it: the stored row's public
+// part, and its sealed part opened.
 type oauthFlow struct {
 	secret    string
 	adminID   string
@@ -66,61 +72,173 @@ type oauthFlow struct {
 	expires   time.Time
 }
 
-type oauthFlows struct {
-	mu sync.Mutex
-	m  map[string]*oauthFlow // by SHA-256 of the state
+// sealedFlow is the confidential part of a flow, sealed by the vault's
+// keyring (flowAAD) into store.OAuthFlow.Sealed: the PKCE verifier and the
+// client secret never reach the store in clear.
+type sealedFlow struct {
+	Verifier     string   `json:"verifier"`
+	ClientID     string   `json:"client_id"`
+	ClientSecret string   `json:"client_secret"`
+	RedirectURL  string   `json:"redirect_url"`
+	Scopes       []string `json:"scopes,omitempty"`
+	AuthURL      string   `json:"auth_url"`
+	TokenURL     string   `json:"token_url"`
+	AuthStyle    int      `json:"auth_style"`
+	AdminName    string   `json:"admin_name"`
 }
 
-// flowsByAPI keeps each API's flows (the API struct is shared with other
-// features; its flows live beside it).
-var flowsByAPI sync.Map // *API → *oauthFlows
-
-func (a *API) flows() *oauthFlows {
-	v, _ := flowsByAPI.LoadOrStore(a, &oauthFlows{m: map[string]*oauthFlow{}})
-	return v.(*oauthFlows)
+// flowAAD binds a flow's sealed part to its row: its id (the state's
+// hash), the secret it stores and the admin token that started it, each
+// length-prefixed. A sealed part copied onto another row fails to open.
+func flowAAD(f *store.OAuthFlow) []byte {
+	return fmt.Appendf(nil, "oauth-flow/%d:%s/%d:%s/%d:%s", len(f.ID), f.ID, len(f.Secret), f.Secret, len(f.AdminTokenID), f.AdminTokenID)
 }
+
+// flowStore is where the API's flows are kept: the store's table when it
+// has one (any node can complete a flow), else this API's memory.
+func (a *API) flowStore() store.OAuthFlows {
+	if fs, ok := a.Store.(store.OAuthFlows); ok {
+		return fs
+	}
+	v, _ := flowsByAPI.LoadOrStore(a, &memFlows{m: map[string]store.OAuthFlow{}})
+	return v.(*memFlows)
+}
+
+// flowsByAPI keeps each API's in-memory flows, for a store without
+// store.OAuthFlows (the API struct is shared with other features; its
+// flows live beside it).
+var flowsByAPI sync.Map // *API → *memFlows
 
 func stateKey(state string) string {
 	h := sha256.Sum256([]byte(state))
 	return hex.EncodeToString(h[:])
 }
 
-// add stores a flow under a new state, dropping expired ones.
-func (f *oauthFlows) add(fl *oauthFlow, now time.Time) (string, error) {
+// keyringCtx opens the vault's keyring from the store's keys (keyring, for
+// a call without one).
+func (a *API) keyringCtx(ctx context.Context) (*vault.Keyring, error) {
+	keys, err := a.Store.Keys(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return catalog.Keyring(a.Master, keys)
+}
+
+// addFlow seals a flow's confidential part and stores it under a new
+// state, which it returns.
+func (a *API) addFlow(ctx context.Context, fl *oauthFlow, now time.Time) (string, error) {
 	b := make([]byte, 32)
 	if _, err := rand.Read(b); err != nil {
 		return "", err
 	}
 	state := base64.RawURLEncoding.EncodeToString(b)
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	for k, v := range f.m {
-		if !now.Before(v.expires) {
-			delete(f.m, k)
-		}
+	pt, err := json.Marshal(sealedFlow{Verifier: fl.verifier, ClientID: fl.conf.ClientID, ClientSecret: fl.conf.ClientSecret,
+		RedirectURL: fl.conf.RedirectURL, Scopes: fl.conf.Scopes, AuthURL: fl.conf.Endpoint.AuthURL, TokenURL: fl.conf.Endpoint.TokenURL,
+		AuthStyle: int(fl.conf.Endpoint.AuthStyle), AdminName: fl.adminName})
+	if err != nil {
+		return "", err
 	}
-	if len(f.m) >= maxFlows {
+	row := store.OAuthFlow{ID: stateKey(state), Secret: fl.secret, AdminTokenID: fl.adminID, CreatedAt: now, ExpiresAt: fl.expires}
+	kr, err := a.keyringCtx(ctx)
+	if err != nil {
+		return "", err
+	}
+	if row.Sealed, err = kr.Seal(flowAAD(&row), pt); err != nil {
+		return "", err
+	}
+	switch err := a.flowStore().PutFlow(ctx, row); {
+	case errors.Is(err, errTooManyFlows):
 		return "", &apiError{http.StatusTooManyRequests, "too_many_flows", "too many OAuth connect flows are in progress on this node; complete or let some expire (10 minutes) first"}
+	case err != nil:
+		return "", err
 	}
-	f.m[stateKey(state)] = fl
 	return state, nil
 }
 
-// take returns and forgets the flow of a state (single use); nil if it is
+// takeFlow returns and forgets the flow of a state (single use, whichever
+// node the callback reaches: of two takers only one gets it); nil if it is
 // unknown or expired.
-func (f *oauthFlows) take(state string, now time.Time) *oauthFlow {
+func (a *API) takeFlow(ctx context.Context, state string, now time.Time) (*oauthFlow, error) {
 	if state == "" || len(state) > 256 {
-		return nil
+		return nil, nil
 	}
+	row, err := a.flowStore().TakeFlow(ctx, stateKey(state), now)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return nil, nil
+	case err != nil:
+		return nil, err
+	}
+	kr, err := a.keyringCtx(ctx)
+	if err != nil {
+		return nil, err
+	}
+	pt, err := kr.Open(flowAAD(&row), row.Sealed)
+	if err != nil {
+		return nil, fmt.Errorf("the flow's sealed part does not open: %w", err)
+	}
+	var sf sealedFlow
+	if err := json.Unmarshal(pt, &sf); err != nil {
+		return nil, fmt.Errorf("the flow's sealed part does not decode: %w", err)
+	}
+	return &oauthFlow{secret: row.Secret, adminID: row.AdminTokenID, adminName: sf.AdminName, verifier: sf.Verifier, expires: row.ExpiresAt,
+		conf: oauth2.Config{ClientID: sf.ClientID, ClientSecret: sf.ClientSecret, RedirectURL: sf.RedirectURL, Scopes: sf.Scopes,
+			Endpoint: oauth2.Endpoint{AuthURL: sf.AuthURL, TokenURL: sf.TokenURL, AuthStyle: oauth2.AuthStyle(sf.AuthStyle)}}}, nil
+}
+
+// errTooManyFlows: memFlows is full.
+var errTooManyFlows = errors.New("too many OAuth connect flows in progress")
+
+// memFlows is store.OAuthFlows in this node's memory, for a store without
+// it: the callback must reach this node, and a restart forgets the flows.
+// At most maxFlows are kept.
+type memFlows struct {
+	mu sync.Mutex
+	m  map[string]store.OAuthFlow
+}
+
+var _ store.OAuthFlows = (*memFlows)(nil)
+
+func (f *memFlows) PutFlow(_ context.Context, fl store.OAuthFlow) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	k := stateKey(state)
-	fl := f.m[k]
-	delete(f.m, k)
-	if fl == nil || !now.Before(fl.expires) {
-		return nil
+	for k, v := range f.m {
+		if !fl.CreatedAt.Before(v.ExpiresAt) {
+			delete(f.m, k)
+		}
 	}
-	return fl
+	if _, ok := f.m[fl.ID]; ok {
+		return store.ErrConflict
+	}
+	if len(f.m) >= maxFlows {
+		return errTooManyFlows
+	}
+	f.m[fl.ID] = fl
+	return nil
+}
+
+func (f *memFlows) TakeFlow(_ context.Context, id string, now time.Time) (store.OAuthFlow, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	fl, ok := f.m[id]
+	delete(f.m, id)
+	if !ok || !now.Before(fl.ExpiresAt) {
+		return store.OAuthFlow{}, store.ErrNotFound
+	}
+	return fl, nil
+}
+
+func (f *memFlows) DeleteExpiredFlows(_ context.Context, now time.Time) (int64, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var n int64
+	for k, v := range f.m {
+		if !now.Before(v.ExpiresAt) {
+			delete(f.m, k)
+			n++
+		}
+	}
+	return n, nil
 }
 
 // oauthClock, when set (tests), is the clock of flows.
@@ -237,7 +355,7 @@ func (a *API) oauthStart(c *call) error {
 		conf: oauth2.Config{ClientID: req.ClientID, ClientSecret: req.ClientSecret, RedirectURL: redirect, Scopes: req.Scopes,
 			Endpoint: oauth2.Endpoint{AuthURL: req.AuthorizeURL, TokenURL: req.TokenURL, AuthStyle: style}},
 	}
-	state, err := a.flows().add(fl, now)
+	state, err := a.addFlow(c.r.Context(), fl, now)
 	if err != nil {
 		return err
 	}
@@ -268,7 +386,12 @@ func (a *API) oauthCallback(w http.ResponseWriter, r *http.Request) {
 	}
 	q := r.URL.Query()
 	now := oauthNow()
-	fl := a.flows().take(q.Get("state"), now)
+	fl, err := a.takeFlow(r.Context(), q.Get("state"), now)
+	if err != nil {
+		a.Logger.Error("OAuth connect: the flow could not be read", "request_id", rid, "err", err)
+		refuse(http.StatusServiceUnavailable, "oauth_flow_unavailable", "The connection in progress could not be read right now (see the keyhole logs). Nothing was stored; start again shortly.")
+		return
+	}
 	if fl == nil {
 		refuse(http.StatusBadRequest, "oauth_state_invalid", "This link is unknown, already used or expired (a consent link works once, for 10 minutes). Start again with `keyhole secret connect`.")
 		return
@@ -355,11 +478,7 @@ func (a *API) storeConnected(ctx context.Context, name string, fields map[string
 	if err != nil {
 		return 0, badRequest("%v", err)
 	}
-	keys, err := a.Store.Keys(ctx)
-	if err != nil {
-		return 0, err
-	}
-	kr, err := catalog.Keyring(a.Master, keys)
+	kr, err := a.keyringCtx(ctx)
 	if err != nil {
 		return 0, err
 	}

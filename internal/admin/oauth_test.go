@@ -1,8 +1,6 @@
 package admin_test
 
 import (
-	"crypto/sha256"
-	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -11,102 +9,19 @@ import (
 	"net/url"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/keyhole-gw/keyhole/internal/admin"
+	"github.com/keyhole-gw/keyhole/internal/admin/oauthtest"
 )
 
-// fakeProvider is an OAuth 2.0 authorization server's token endpoint for
-// the authorization-code grant (RFC 6749 §4.1.3) with PKCE (RFC 7636
-// §4.6), and the refresh-token grant. The test plays the browser: it reads
-// the consent URL keyhole made and registers the code the provider would
-// issue for it.
-type fakeProvider struct {
-	*httptest.Server
-	mu       sync.Mutex
-	codes    map[string]codeGrant // code → what it was issued for
-	refresh  map[string]bool
-	noRT     bool
-	exchange int
-	last     url.Values
-}
+// fakeProvider is the provider's token endpoint (oauthtest).
+type fakeProvider = oauthtest.Provider
 
-type codeGrant struct{ challenge, redirect string }
+const provClientID, provClientSecret = oauthtest.ClientID, oauthtest.ClientSecret
 
-const provClientID, provClientSecret = "conn-client", "conn_secret_canary_Qx7"
-
-func newFakeProvider(t *testing.T) *fakeProvider {
-	p := &fakeProvider{codes: map[string]codeGrant{}, refresh: map[string]bool{}}
-	p.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		b, _ := io.ReadAll(r.Body)
-		form, _ := url.ParseQuery(string(b))
-		id, secret, ok := r.BasicAuth()
-		if ok {
-			id, _ = url.QueryUnescape(id)
-			secret, _ = url.QueryUnescape(secret)
-		} else {
-			id, secret = form.Get("client_id"), form.Get("client_secret")
-		}
-		p.mu.Lock()
-		defer p.mu.Unlock()
-		p.last = form
-		fail := func(code string) {
-			w.Header().Set("Content-Type", "application/json")
-			w.WriteHeader(400)
-			fmt.Fprintf(w, `{"error":%q,"error_description":"secret %s, code %s"}`, code, provClientSecret, form.Get("code"))
-		}
-		if id != provClientID || secret != provClientSecret {
-			fail("invalid_client")
-			return
-		}
-		switch form.Get("grant_type") {
-		case "authorization_code":
-			p.exchange++
-			g, ok := p.codes[form.Get("code")]
-			delete(p.codes, form.Get("code")) // codes are single-use
-			sum := sha256.Sum256([]byte(form.Get("code_verifier")))
-			if !ok || g.redirect != form.Get("redirect_uri") || base64.RawURLEncoding.EncodeToString(sum[:]) != g.challenge {
-				fail("invalid_grant")
-				return
-			}
-		case "refresh_token":
-			if !p.refresh[form.Get("refresh_token")] {
-				fail("invalid_grant")
-				return
-			}
-		default:
-			fail("unsupported_grant_type")
-			return
-		}
-		m := map[string]any{"access_token": "conn_at_" + randAlnum(20), "token_type": "Bearer", "expires_in": 3599}
-		if !p.noRT && form.Get("grant_type") == "authorization_code" {
-			rt := "conn_rt_" + randAlnum(20)
-			p.refresh[rt] = true
-			m["refresh_token"] = rt
-		}
-		w.Header().Set("Content-Type", "application/json")
-		json.NewEncoder(w).Encode(m)
-	}))
-	t.Cleanup(p.Close)
-	return p
-}
-
-// consent is the browser's part: the user consents and the provider
-// redirects to keyhole's callback with a code issued for this request.
-func (p *fakeProvider) consent(t *testing.T, consentURL, code string) (callback string) {
-	t.Helper()
-	u, err := url.Parse(consentURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	q := u.Query()
-	p.mu.Lock()
-	p.codes[code] = codeGrant{challenge: q.Get("code_challenge"), redirect: q.Get("redirect_uri")}
-	p.mu.Unlock()
-	return q.Get("redirect_uri") + "?" + url.Values{"code": {code}, "state": {q.Get("state")}}.Encode()
-}
+func newFakeProvider(t *testing.T) *fakeProvider { return oauthtest.New(t) }
 
 // browse GETs a URL as a browser would (no admin token).
 func browse(t *testing.T, u string) (int, string) {
@@ -168,7 +83,7 @@ func TestOAuthConnect(t *testing.T) {
 		t.Errorf("start answered %v", m)
 	}
 
-	cb := p.consent(t, consentURL, "code-one")
+	cb := p.Consent(t, consentURL, "code-one")
 	status, page := browse(t, cb)
 	if status != 200 || !strings.Contains(page, "connected") {
 		t.Fatalf("callback → %d %s", status, page)
@@ -205,11 +120,11 @@ func TestOAuthConnect(t *testing.T) {
 	if st, _ := n.call("GET", "/conn/x", tok, nil, ""); st != 200 {
 		t.Fatalf("a call with the connected secret → %d", st)
 	}
-	p.mu.Lock()
-	if p.last.Get("grant_type") != "refresh_token" || !strings.HasPrefix(p.last.Get("refresh_token"), "conn_rt_") {
-		t.Errorf("the proxy's token request was %v", p.last)
+	p.Mu.Lock()
+	if p.Last.Get("grant_type") != "refresh_token" || !strings.HasPrefix(p.Last.Get("refresh_token"), "conn_rt_") {
+		t.Errorf("the proxy's token request was %v", p.Last)
 	}
-	p.mu.Unlock()
+	p.Mu.Unlock()
 
 	// Connect again, with the client read from the secret: a new version,
 	// other fields kept.
@@ -219,7 +134,7 @@ func TestOAuthConnect(t *testing.T) {
 	if code != 200 {
 		t.Fatalf("start reading the client from the secret → %d %v", code, m)
 	}
-	if status, page := browse(t, p.consent(t, m["url"].(string), "code-two")); status != 200 {
+	if status, page := browse(t, p.Consent(t, m["url"].(string), "code-two")); status != 200 {
 		t.Fatalf("second callback → %d %s", status, page)
 	}
 	sm = n.must(200, "GET", "/secrets/conn", nil)
@@ -289,7 +204,7 @@ func TestOAuthConnectRefusals(t *testing.T) {
 
 	t.Run("expired", func(t *testing.T) {
 		_, m := n.start(n.token, "late", startBody(p))
-		cb := p.consent(t, m["url"].(string), "code-late")
+		cb := p.Consent(t, m["url"].(string), "code-late")
 		restore := admin.SetOAuthClock(func() time.Time { return time.Now().Add(admin.FlowTTL + time.Second) })
 		defer restore()
 		if status, _ := browse(t, cb); status != 400 {
@@ -304,7 +219,7 @@ func TestOAuthConnectRefusals(t *testing.T) {
 		_, m := n.api(n.token, "POST", "/admin-tokens", map[string]any{"name": "temp", "role": "admin", "ttl": "1h"})
 		tok, id := m["token"].(string), m["id"].(string)
 		_, sm := n.start(tok, "revoked", startBody(p))
-		cb := p.consent(t, sm["url"].(string), "code-rev")
+		cb := p.Consent(t, sm["url"].(string), "code-rev")
 		n.must(200, "DELETE", "/admin-tokens/"+id, nil)
 		if status, _ := browse(t, cb); status != 403 {
 			t.Errorf("callback of a revoked admin's flow → %d, want 403", status)
@@ -324,12 +239,12 @@ func TestOAuthConnectRefusals(t *testing.T) {
 	})
 
 	t.Run("no refresh token", func(t *testing.T) {
-		p.mu.Lock()
-		p.noRT = true
-		p.mu.Unlock()
-		defer func() { p.mu.Lock(); p.noRT = false; p.mu.Unlock() }()
+		p.Mu.Lock()
+		p.NoRT = true
+		p.Mu.Unlock()
+		defer func() { p.Mu.Lock(); p.NoRT = false; p.Mu.Unlock() }()
 		_, m := n.start(n.token, "nort", startBody(p))
-		status, page := browse(t, p.consent(t, m["url"].(string), "code-nort"))
+		status, page := browse(t, p.Consent(t, m["url"].(string), "code-nort"))
 		if status != 502 || !strings.Contains(page, "no refresh token") || secretVersion(n, "nort") != 0 {
 			t.Errorf("→ %d %s", status, page)
 		}
@@ -347,12 +262,12 @@ func TestOAuthConnectRefusals(t *testing.T) {
 
 	t.Run("a wrong PKCE verifier", func(t *testing.T) {
 		_, m := n.start(n.token, "pkce", startBody(p))
-		cb := p.consent(t, m["url"].(string), "code-pkce")
-		p.mu.Lock()
-		g := p.codes["code-pkce"]
-		g.challenge = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
-		p.codes["code-pkce"] = g
-		p.mu.Unlock()
+		cb := p.Consent(t, m["url"].(string), "code-pkce")
+		p.Mu.Lock()
+		g := p.Codes["code-pkce"]
+		g.Challenge = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+		p.Codes["code-pkce"] = g
+		p.Mu.Unlock()
 		if status, _ := browse(t, cb); status != 502 || secretVersion(n, "pkce") != 0 {
 			t.Errorf("a code redeemed with another verifier → %d", status)
 		}

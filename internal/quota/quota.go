@@ -48,13 +48,14 @@ type Tracker struct {
 	// the same budget (several nodes, --redis). It persists them itself.
 	Shared Counter
 
-	mu    sync.Mutex
-	m     map[string]*counter
-	st    Store
-	log   *slog.Logger
-	stop  chan struct{}
-	done  chan struct{}
-	clock func() time.Time
+	prefix string // of the stored keys: this node's (New's scope)
+	mu     sync.Mutex
+	m      map[string]*counter
+	st     Store
+	log    *slog.Logger
+	stop   chan struct{}
+	done   chan struct{}
+	clock  func() time.Time
 }
 
 type counter struct {
@@ -65,10 +66,17 @@ type counter struct {
 
 // New loads the stored counters of the current periods and starts the
 // flusher (st may be nil: memory only).
-func New(ctx context.Context, st Store, log *slog.Logger) (*Tracker, error) {
+//
+// scope names whose counters these are (the node id): without Redis each
+// node counts its own traffic, so it saves and loads its own rows only —
+// on a shared store a restarted node must not start from another's count.
+func New(ctx context.Context, st Store, log *slog.Logger, scope string) (*Tracker, error) {
 	t := &Tracker{m: map[string]*counter{}, st: st, log: log, stop: make(chan struct{}), done: make(chan struct{}), clock: time.Now}
 	if log == nil {
 		t.log = slog.Default()
+	}
+	if scope != "" {
+		t.prefix = "node:" + scope + "\x01"
 	}
 	if st != nil {
 		us, err := st.LoadQuotas(ctx)
@@ -76,7 +84,19 @@ func New(ctx context.Context, st Store, log *slog.Logger) (*Tracker, error) {
 			return nil, fmt.Errorf("cannot read quota counters: %w", err)
 		}
 		for _, u := range us {
-			t.m[u.Key] = &counter{start: u.PeriodStart, used: u.Used}
+			if k, ok := strings.CutPrefix(u.Key, t.prefix); ok && (t.prefix != "" || !strings.HasPrefix(u.Key, "node:")) {
+				t.m[k] = &counter{start: u.PeriodStart, used: u.Used}
+			}
+		}
+		if t.prefix != "" {
+			// Rows saved before counters were per node (no prefix): the
+			// node starts from them where it has no row of its own, so an
+			// upgrade does not reset a period's count.
+			for _, u := range us {
+				if !strings.HasPrefix(u.Key, "node:") && t.m[u.Key] == nil {
+					t.m[u.Key] = &counter{start: u.PeriodStart, used: u.Used, dirty: true}
+				}
+			}
 		}
 	}
 	go t.flusher()
@@ -223,7 +243,7 @@ func (t *Tracker) Flush(ctx context.Context) {
 	var us []Usage
 	for k, c := range t.m {
 		if c.dirty {
-			us = append(us, Usage{Key: k, PeriodStart: c.start, Used: c.used})
+			us = append(us, Usage{Key: t.prefix + k, PeriodStart: c.start, Used: c.used})
 			c.dirty = false
 		} else if now.Sub(c.start) > 32*24*time.Hour {
 			delete(t.m, k)
@@ -239,7 +259,7 @@ func (t *Tracker) Flush(ctx context.Context) {
 		t.log.Warn("quota counters not saved; retrying", "err", err)
 		t.mu.Lock()
 		for _, u := range us {
-			if c := t.m[u.Key]; c != nil && c.start.Equal(u.PeriodStart) {
+			if c := t.m[strings.TrimPrefix(u.Key, t.prefix)]; c != nil && c.start.Equal(u.PeriodStart) {
 				c.dirty = true
 			}
 		}

@@ -57,7 +57,7 @@ func (s *memStore) SaveQuotas(_ context.Context, us []Usage) error {
 
 func TestCountAndSumQuotas(t *testing.T) {
 	st := &memStore{m: map[string]Usage{}}
-	tr, err := New(context.Background(), st, nil)
+	tr, err := New(context.Background(), st, nil, "n1")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -93,7 +93,7 @@ func TestCountAndSumQuotas(t *testing.T) {
 	}
 	tr.Close()
 	// Restart: the counters come back from the store.
-	tr2, err := New(context.Background(), st, nil)
+	tr2, err := New(context.Background(), st, nil, "n1")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -103,5 +103,52 @@ func TestCountAndSumQuotas(t *testing.T) {
 	}
 	if got := tr2.Spent(ck, "minute", now.Add(time.Minute)); got != 1 {
 		t.Errorf("a count survives a restart; want 1 in the second minute, got %v", got)
+	}
+}
+
+// Without Redis each node counts its own traffic: on a shared store a
+// node loads its own counters, never another node's.
+func TestCountersAreScopedToTheirNode(t *testing.T) {
+	st := &memStore{m: map[string]Usage{}}
+	now := time.Now()
+	q := spec.Quota{Limit: 1, Per: "hour"}
+	k := Key("p", q, 0, "bot")
+	a, _ := New(context.Background(), st, nil, "node-a")
+	if ok, _ := a.Take(k, q, now); !ok {
+		t.Fatal("first request of node a")
+	}
+	a.Close()
+	b, _ := New(context.Background(), st, nil, "node-b")
+	defer b.Close()
+	if ok, _ := b.Take(k, q, now); !ok {
+		t.Errorf("node b must not start from node a's count")
+	}
+	a2, _ := New(context.Background(), st, nil, "node-a")
+	defer a2.Close()
+	if ok, _ := a2.Take(k, q, now); ok {
+		t.Errorf("node a restarted must keep its own count")
+	}
+}
+
+// TestCountersSavedBeforeScopesAreKept: a row saved before counters were
+// per node (no node prefix) is where an upgraded node starts, unless it has
+// a row of its own; it is then saved under the node's own key.
+func TestCountersSavedBeforeScopesAreKept(t *testing.T) {
+	st := &memStore{m: map[string]Usage{}}
+	now := time.Now()
+	q := spec.Quota{Limit: 1, Per: "hour"}
+	k := Key("p", q, 0, "bot")
+	old, _ := New(context.Background(), st, nil, "")
+	if ok, _ := old.Take(k, q, now); !ok {
+		t.Fatal("first request before the upgrade")
+	}
+	old.Close()
+	n, _ := New(context.Background(), st, nil, "node-a")
+	if ok, _ := n.Take(k, q, now); ok {
+		t.Errorf("after the upgrade the node must start from the count saved before it")
+	}
+	n.Close()
+	if _, ok := st.m["node:node-a\x01"+k]; !ok {
+		t.Errorf("the count was not saved under the node's own key: %v", st.m)
 	}
 }

@@ -235,7 +235,7 @@ func TestQuotaSharedAndRestored(t *testing.T) {
 	rs := nodes(t, url, 3, st)
 	trackers := make([]*quota.Tracker, 3)
 	for i := range trackers {
-		tr, err := quota.New(t.Context(), nil, quiet)
+		tr, err := quota.New(t.Context(), nil, quiet, "")
 		if err != nil {
 			t.Fatal(err)
 		}

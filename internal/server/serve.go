@@ -59,6 +59,8 @@ type Node struct {
 	notices []string
 	// stopRetention stops the audit retention loop and waits for it.
 	stopRetention func()
+	// stopSweep stops the sweep of expired sessions and flows (sweep.go).
+	stopSweep func()
 	// sh: several nodes (cluster.go).
 	sh *shared
 }
@@ -138,7 +140,7 @@ func (n *Node) open(ctx context.Context) error {
 		return err
 	}
 	qs, _ := n.st.(quota.Store)
-	if n.quotas, err = quota.New(ctx, qs, n.log); err != nil {
+	if n.quotas, err = quota.New(ctx, qs, n.log, n.nodeID); err != nil {
 		return err
 	}
 	n.startShared()
@@ -149,6 +151,7 @@ func (n *Node) open(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	n.startSweep()
 	if cfg.AuditRetention != "" {
 		keep, err := ParseRetention(cfg.AuditRetention)
 		if err != nil {
@@ -525,6 +528,9 @@ func (n *Node) shutdown() error {
 }
 
 func (n *Node) close() {
+	if n.stopSweep != nil {
+		n.stopSweep()
+	}
 	if n.stopRetention != nil {
 		n.stopRetention() // before the writer that it appends its cuts through
 	}

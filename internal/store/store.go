@@ -347,3 +347,98 @@ type Users interface {
 	// DeleteUser removes a user; ErrNotFound if there is none.
 	DeleteUser(ctx context.Context, name string) error
 }
+
+// ---- dashboard sessions and OAuth connect flows (optional) ----
+
+// Session is a dashboard session as stored. The browser's cookie holds 256
+// random bits and the store only their SHA-256 (ID): a copy of the
+// database cannot sign in. The session's CSRF token is derived from the
+// cookie value by the dashboard, so it is not stored at all. The identity
+// is AdminTokenID's: revoking that admin token ends the session.
+type Session struct {
+	// ID is the SHA-256 of the session cookie's value, in hex.
+	ID           string
+	AdminTokenID string
+	// Display is the name shown (the user's, or the admin token's).
+	Display string
+	// Via is how the session signed in: "password" or "token".
+	Via string
+	// Flash is a one-time message for the session's next page ("" none).
+	Flash     string
+	CreatedAt time.Time
+	// LastSeen is the last request that touched the session (TouchSession
+	// is called at most once a minute per session).
+	LastSeen time.Time
+	// ExpiresAt is when the session ends unless it is touched again: the
+	// earlier of its idle deadline and its absolute one.
+	ExpiresAt time.Time
+}
+
+// Sessions keeps the dashboard's sessions, so that any node serves any
+// session (SPEC §10). It is optional: a store without it leaves sessions
+// in the memory of the node that created them; callers find it with a
+// type assertion (st.(store.Sessions)). Sessions are not configuration:
+// no write bumps the version.
+type Sessions interface {
+	// CreateSession stores a new session; ErrConflict if its ID exists,
+	// ErrMissingRef if its admin token does not.
+	CreateSession(ctx context.Context, s Session) error
+	// GetSession returns the session with id; ErrNotFound if there is
+	// none or it expired (ExpiresAt is not after now).
+	GetSession(ctx context.Context, id string, now time.Time) (Session, error)
+	// TouchSession sets the session's LastSeen and ExpiresAt (the sliding
+	// idle deadline) unless it has already expired at seen; ErrNotFound
+	// if there is no such live session.
+	TouchSession(ctx context.Context, id string, seen, expires time.Time) error
+	// SetFlash keeps a one-time message for the session's next page.
+	SetFlash(ctx context.Context, id, msg string) error
+	// TakeFlash returns and clears the session's message in one step ("",
+	// nil when there is none): of two concurrent calls only one gets it.
+	TakeFlash(ctx context.Context, id string) (string, error)
+	// DeleteSession ends a session (sign-out); ErrNotFound if none.
+	DeleteSession(ctx context.Context, id string) error
+	// DeleteSessionsOf ends every session of an admin token and returns
+	// how many there were.
+	DeleteSessionsOf(ctx context.Context, adminTokenID string) (int64, error)
+	// DeleteExpiredSessions deletes the sessions expired at now and
+	// returns how many. Every node calls it periodically; concurrent
+	// calls are harmless.
+	DeleteExpiredSessions(ctx context.Context, now time.Time) (int64, error)
+}
+
+// OAuthFlow is an OAuth 2.0 authorization-code connect in progress
+// (POST /api/v1/secrets/{name}/oauth/start, completed by the provider's
+// callback on any node). What is confidential — the PKCE verifier, the
+// client secret — is in Sealed, sealed by the vault's keyring with an AAD
+// that names the flow, so the store never holds it in clear.
+type OAuthFlow struct {
+	// ID is the SHA-256 of the flow's state parameter, in hex.
+	ID string
+	// Secret is the name of the secret the callback stores.
+	Secret string
+	// AdminTokenID is the admin identity that started the flow (it must
+	// still be valid, with the admin role, when the callback comes).
+	AdminTokenID string
+	Sealed       []byte
+	CreatedAt    time.Time
+	ExpiresAt    time.Time
+}
+
+// OAuthFlows keeps OAuth connect flows, so that a provider's callback may
+// land on any node (SPEC §10). It is optional: without it, flows live in
+// the memory of the node that started them. Not configuration: no write
+// bumps the version.
+type OAuthFlows interface {
+	// PutFlow stores a flow; ErrConflict if its ID exists, ErrMissingRef
+	// if its admin token does not.
+	PutFlow(ctx context.Context, f OAuthFlow) error
+	// TakeFlow deletes the flow with id and returns it, in one statement:
+	// a flow is taken once, whichever node asks first, and every other
+	// call gets ErrNotFound. A flow expired at now is deleted too, and
+	// ErrNotFound returned.
+	TakeFlow(ctx context.Context, id string, now time.Time) (OAuthFlow, error)
+	// DeleteExpiredFlows deletes the flows expired at now and returns how
+	// many. Every node calls it periodically; concurrent calls are
+	// harmless.
+	DeleteExpiredFlows(ctx context.Context, now time.Time) (int64, error)
+}

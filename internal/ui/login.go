@@ -112,7 +112,7 @@ type loginData struct {
 func (u *UI) loginPage(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Cache-Control", "no-store")
 	next := localPath(r.URL.Query().Get("next"))
-	if ss, _ := u.sessions.lookup(r); ss != nil {
+	if ss, _, _ := u.sessions.lookup(r); ss != nil {
 		http.Redirect(w, r, next, http.StatusSeeOther)
 		return
 	}
@@ -201,7 +201,12 @@ func (u *UI) login(w http.ResponseWriter, r *http.Request) {
 		u.showLogin(w, r, http.StatusServiceUnavailable, d, "The audit log cannot record the sign-in right now, so it was refused. Try again shortly.")
 		return
 	}
-	_, cookie := u.sessions.create(r, adm, display, via)
+	_, cookie, err := u.sessions.create(r.Context(), r, adm, display, via)
+	if err != nil {
+		u.Logger.Error("a dashboard session could not be stored", "err", err)
+		u.showLogin(w, r, http.StatusServiceUnavailable, d, "The session could not be stored right now, so you are not signed in. Try again shortly.")
+		return
+	}
 	http.SetCookie(w, cookie)
 	http.SetCookie(w, &http.Cookie{Name: loginCookie, Value: "", Path: "/login", MaxAge: -1, HttpOnly: true, Secure: r.TLS != nil, SameSite: http.SameSiteStrictMode})
 	http.Redirect(w, r, d.Next, http.StatusSeeOther)
@@ -240,7 +245,11 @@ func (u *UI) logout(q *req) error {
 		Agent: q.sess.display, TokenID: q.who.ID, Decision: audit.Allow, Reason: "logout",
 		RequestHeaders: (*audit.Redactor)(nil).Headers(q.r.Header)}
 	u.record(q.r, rec, http.StatusSeeOther)
-	u.sessions.end(q.sess)
+	if err := u.sessions.end(q.r.Context(), q.sess); err != nil {
+		u.Logger.Error("a dashboard session could not be ended", "err", err)
+		u.renderStatus(q.w, q.r, http.StatusServiceUnavailable, "Not signed out", "The session could not be ended right now (the store does not answer). Try again shortly.")
+		return nil
+	}
 	http.SetCookie(q.w, &http.Cookie{Name: cookieNameFor(q.r), Value: "", Path: "/", MaxAge: -1, HttpOnly: true, Secure: q.r.TLS != nil,
 		SameSite: http.SameSiteStrictMode})
 	http.Redirect(q.w, q.r, "/login", http.StatusSeeOther)

@@ -1,38 +1,56 @@
 package ui
 
 import (
+	"context"
+	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
+	"fmt"
+	"log/slog"
 	"net/http"
 	"net/url"
-	"sync"
 	"time"
 
+	"github.com/keyhole-gw/keyhole/internal/admin"
 	"github.com/keyhole-gw/keyhole/internal/catalog"
+	"github.com/keyhole-gw/keyhole/internal/store"
 )
 
 // Sessions are server-side: the cookie holds 256 random bits and nothing
-// else; this node's memory maps their SHA-256 to the admin identity that
-// signed in (an admin token's id), the session's CSRF token and its
-// times. Every request re-reads the identity from the current snapshot, so
-// revoking (or the expiry of) the admin token behind a session ends it at
-// once, and a role change applies at once.
+// else. The store keeps their SHA-256 (store.Sessions: every node reads the
+// same table, so a session signed in on one node works on all of them, and
+// survives a restart) with the admin identity that signed in (an admin
+// token's id), the name shown, the session's times and its one-time
+// message. The session's CSRF token is not stored at all: it is derived
+// from the cookie value (csrfOf), so neither the database nor a copy of it
+// holds anything that acts for a session.
 //
-// Sessions live in one node's memory: a restart signs everyone out, and
-// behind a load balancer the dashboard needs sticky sessions (or a
-// sign-in per node).
+// Every request reads the session from the store and re-reads its identity
+// from the current snapshot, so revoking (or the expiry of) the admin token
+// behind a session ends it at once, on every node (the revocation also
+// deletes the token's sessions, and a node whose snapshot has the token
+// revoked deletes the session it is shown), and a role change applies at
+// once. A request writes to the store only to slide the idle deadline, at
+// most once a minute per session (touchEvery), and to hand over a one-time
+// message. Expired sessions are deleted by each node's sweep (internal/
+// server, every minute). A store without store.Sessions keeps them in this
+// node's memory (memSessions).
 
 // Session limits.
 const (
-	// IdleTimeout ends a session that made no request for this long.
+	// IdleTimeout ends a session that made no request for this long
+	// (counted from the last request to within touchEvery).
 	IdleTimeout = time.Hour
 	// MaxSessionAge ends every session this long after sign-in.
 	MaxSessionAge = 12 * time.Hour
-	// maxSessions bounds the sessions a node keeps (the oldest goes).
+	// touchEvery: a session's last-seen time and idle deadline are written
+	// at most this often, not on every request.
+	touchEvery = time.Minute
+	// maxSessions bounds the sessions memSessions keeps (the oldest goes).
 	maxSessions = 10_000
 )
 
@@ -48,26 +66,36 @@ const (
 	secureCookieName = "__Host-keyhole_session" // over TLS: Secure, Path=/, no Domain
 )
 
+// errSessionStore: the store could not read or write a session (client-safe).
+var errSessionStore = fmt.Errorf("%w: the dashboard's sessions cannot be read right now (the store does not answer); try again shortly", admin.ErrSessionsUnavailable)
+
+// session is one request's view of a stored session.
 type session struct {
-	key      string // SHA-256 of the cookie value, hex
+	key      string // the store's id: SHA-256 of the cookie value, hex
 	adminID  string // the admin token this session stands for
 	display  string // the user's name, or the admin token's
 	via      string // "password" or "token"
-	csrf     string
+	csrf     string // derived from the cookie value (csrfOf)
 	created  time.Time
 	lastSeen time.Time
-	flash    string
+	flash    string // the one-time message stored, as read
 }
 
 type sessions struct {
-	mu  sync.Mutex
-	m   map[string]*session
+	st  store.Sessions
 	cat *catalog.Catalog
+	log *slog.Logger
 	now func() time.Time
 }
 
-func newSessions(cat *catalog.Catalog) *sessions {
-	return &sessions{m: map[string]*session{}, cat: cat, now: time.Now}
+// newSessions keeps sessions in st when it implements store.Sessions,
+// else in this node's memory.
+func newSessions(st store.Store, cat *catalog.Catalog, log *slog.Logger) *sessions {
+	ss, ok := st.(store.Sessions)
+	if !ok {
+		ss = newMemSessions()
+	}
+	return &sessions{st: ss, cat: cat, log: log, now: time.Now}
 }
 
 func randomToken() string {
@@ -83,6 +111,16 @@ func keyOf(cookie string) string {
 	return hex.EncodeToString(h[:])
 }
 
+// csrfOf is the CSRF token of the session whose cookie value is cookie:
+// HMAC-SHA256 keyed by the cookie value, of a fixed label. It is as
+// unguessable as the cookie, a page that shows it does not reveal the
+// cookie, and the store's id (SHA-256 of the cookie) does not reveal it.
+func csrfOf(cookie string) string {
+	m := hmac.New(sha256.New, []byte(cookie))
+	m.Write([]byte("keyhole/dashboard/csrf/v1"))
+	return base64.RawURLEncoding.EncodeToString(m.Sum(nil))
+}
+
 func cookieNameFor(r *http.Request) string {
 	if r.TLS != nil {
 		return secureCookieName
@@ -91,75 +129,113 @@ func cookieNameFor(r *http.Request) string {
 }
 
 // create starts a session for an admin identity and returns its cookie.
-func (s *sessions) create(r *http.Request, adm *catalog.Admin, display, via string) (*session, *http.Cookie) {
+func (s *sessions) create(ctx context.Context, r *http.Request, adm *catalog.Admin, display, via string) (*session, *http.Cookie, error) {
 	value := randomToken()
-	now := s.now()
-	ss := &session{key: keyOf(value), adminID: adm.ID, display: display, via: via, csrf: randomToken(), created: now, lastSeen: now}
-	s.mu.Lock()
-	if len(s.m) >= maxSessions {
-		var oldest *session
-		for _, x := range s.m {
-			if oldest == nil || x.lastSeen.Before(oldest.lastSeen) {
-				oldest = x
-			}
-		}
-		delete(s.m, oldest.key)
+	now := s.now().UTC()
+	ss := &session{key: keyOf(value), adminID: adm.ID, display: display, via: via, csrf: csrfOf(value), created: now, lastSeen: now}
+	err := s.st.CreateSession(ctx, store.Session{ID: ss.key, AdminTokenID: adm.ID, Display: display, Via: via,
+		CreatedAt: now, LastSeen: now, ExpiresAt: s.deadline(now, now)})
+	if err != nil {
+		return nil, nil, err
 	}
-	s.m[ss.key] = ss
-	s.mu.Unlock()
 	return ss, &http.Cookie{Name: cookieNameFor(r), Value: value, Path: "/", HttpOnly: true, Secure: r.TLS != nil,
-		SameSite: http.SameSiteStrictMode, MaxAge: int(MaxSessionAge / time.Second)}
+		SameSite: http.SameSiteStrictMode, MaxAge: int(MaxSessionAge / time.Second)}, nil
 }
 
-// lookup returns r's valid session and its identity as it is now, or nils.
-func (s *sessions) lookup(r *http.Request) (*session, *catalog.Admin) {
+// deadline is when a session created at created and last seen at seen
+// ends unless it is seen again.
+func (s *sessions) deadline(created, seen time.Time) time.Time {
+	idle, abs := seen.Add(IdleTimeout), created.Add(MaxSessionAge)
+	if abs.Before(idle) {
+		return abs
+	}
+	return idle
+}
+
+// lookup returns r's valid session and its identity as it is now, or nils
+// (no cookie, an unknown or expired session, a revoked or expired admin
+// token). err is errSessionStore when the store failed.
+func (s *sessions) lookup(r *http.Request) (*session, *catalog.Admin, error) {
 	c, err := r.Cookie(cookieNameFor(r))
 	if err != nil || len(c.Value) != 43 {
-		return nil, nil
+		return nil, nil, nil
 	}
+	ctx := r.Context()
 	key := keyOf(c.Value)
-	now := s.now()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	ss := s.m[key]
-	if ss == nil {
-		return nil, nil
+	now := s.now().UTC()
+	st, err := s.st.GetSession(ctx, key, now)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return nil, nil, nil
+	case err != nil:
+		s.log.Error("a dashboard session could not be read", "err", err)
+		return nil, nil, errSessionStore
 	}
-	if now.Sub(ss.lastSeen) > IdleTimeout || now.Sub(ss.created) > MaxSessionAge {
-		delete(s.m, key)
-		return nil, nil
+	if !now.Before(st.ExpiresAt) || now.Sub(st.CreatedAt) >= MaxSessionAge {
+		return nil, nil, nil
 	}
-	adm := s.cat.Load().AdminByID(ss.adminID, now)
+	adm := s.cat.Load().AdminByID(st.AdminTokenID, now)
 	if adm == nil {
 		// The admin token was revoked or expired: so is the session.
-		delete(s.m, key)
-		return nil, nil
+		if err := s.st.DeleteSession(context.WithoutCancel(ctx), key); err != nil && !errors.Is(err, store.ErrNotFound) {
+			s.log.Warn("the session of a revoked admin token could not be deleted (it is refused anyway)", "err", err)
+		}
+		return nil, nil, nil
 	}
-	ss.lastSeen = now
-	return ss, adm
+	if now.Sub(st.LastSeen) >= touchEvery {
+		err := s.st.TouchSession(ctx, key, now, s.deadline(st.CreatedAt, now))
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			return nil, nil, nil // ended meanwhile (sign-out elsewhere, revocation)
+		case err != nil:
+			// The session is valid as read; its idle deadline moves next time.
+			s.log.Warn("a dashboard session's idle deadline could not be moved", "err", err)
+		default:
+			st.LastSeen = now
+		}
+	}
+	return &session{key: key, adminID: st.AdminTokenID, display: st.Display, via: st.Via, csrf: csrfOf(c.Value),
+		created: st.CreatedAt, lastSeen: st.LastSeen, flash: st.Flash}, adm, nil
 }
 
-// end deletes r's session (sign-out).
-func (s *sessions) end(ss *session) {
-	s.mu.Lock()
-	delete(s.m, ss.key)
-	s.mu.Unlock()
+// end deletes a session (sign-out).
+func (s *sessions) end(ctx context.Context, ss *session) error {
+	if err := s.st.DeleteSession(ctx, ss.key); err != nil && !errors.Is(err, store.ErrNotFound) {
+		return err
+	}
+	return nil
 }
 
-// setFlash keeps a one-time message for the session's next page.
-func (s *sessions) setFlash(ss *session, msg string) {
-	s.mu.Lock()
-	ss.flash = msg
-	s.mu.Unlock()
+// setFlash keeps a one-time message for the session's next page (on
+// whichever node serves it).
+func (s *sessions) setFlash(ctx context.Context, ss *session, msg string) {
+	if err := s.st.SetFlash(ctx, ss.key, msg); err != nil && !errors.Is(err, store.ErrNotFound) {
+		s.log.Warn("a dashboard message could not be kept for the next page", "err", err)
+	}
 }
 
-func (s *sessions) takeFlash(ss *session) string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	f := ss.flash
-	ss.flash = ""
-	return f
+// takeFlash returns the session's one-time message and clears it; it
+// writes only when the session was read with one.
+func (s *sessions) takeFlash(ctx context.Context, ss *session) string {
+	if ss.flash == "" {
+		return ""
+	}
+	msg, err := s.st.TakeFlash(ctx, ss.key)
+	if err != nil {
+		s.log.Warn("a dashboard message could not be read", "err", err)
+		return ""
+	}
+	return msg
 }
+
+// pageSession carries a page request's session to the admin API calls it
+// makes in-process (apicall.go), so that they do not read it again.
+type pageSession struct {
+	ss  *session
+	adm *catalog.Admin
+}
+
+type pageSessionKey struct{}
 
 // Errors of the CSRF checks (client-safe).
 var (
@@ -212,7 +288,17 @@ func sameOrigin(r *http.Request) bool {
 // AuthenticateSession implements admin.SessionAuthenticator: the admin
 // API accepts the dashboard's session cookie in place of a Bearer token.
 func (u *UI) AuthenticateSession(r *http.Request) (*catalog.Admin, error) {
-	ss, adm := u.sessions.lookup(r)
+	var ss *session
+	var adm *catalog.Admin
+	if ps, ok := r.Context().Value(pageSessionKey{}).(*pageSession); ok {
+		// A page's own call: its session was read for this request.
+		ss, adm = ps.ss, ps.adm
+	} else {
+		var err error
+		if ss, adm, err = u.sessions.lookup(r); err != nil {
+			return nil, err
+		}
+	}
 	if ss == nil {
 		return nil, nil
 	}

@@ -20,6 +20,7 @@ package ui
 
 import (
 	"bytes"
+	"context"
 	"embed"
 	"errors"
 	"fmt"
@@ -73,7 +74,7 @@ func New(o Options) (*UI, error) {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
-	u := &UI{Options: o, sessions: newSessions(o.Catalog), logins: newLoginLimiter(), mux: http.NewServeMux()}
+	u := &UI{Options: o, sessions: newSessions(o.Store, o.Catalog, o.Logger), logins: newLoginLimiter(), mux: http.NewServeMux()}
 	if err := u.parseTemplates(); err != nil {
 		return nil, err
 	}
@@ -176,7 +177,11 @@ const maxForm = 1 << 20
 func (u *UI) page(h pageFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Cache-Control", "no-store")
-		ss, adm := u.sessions.lookup(r)
+		ss, adm, err := u.sessions.lookup(r)
+		if err != nil {
+			u.renderStatus(w, r, http.StatusServiceUnavailable, "Unavailable", "The dashboard cannot read its sessions right now (the store does not answer). Try again shortly.")
+			return
+		}
 		if ss == nil {
 			if r.Method == http.MethodGet {
 				http.Redirect(w, r, "/login?next="+urlQueryEscape(r.URL.RequestURI()), http.StatusSeeOther)
@@ -185,6 +190,8 @@ func (u *UI) page(h pageFunc) http.Handler {
 			u.renderStatus(w, r, http.StatusUnauthorized, "Signed out", "Your session has ended. Sign in again.")
 			return
 		}
+		// The page's in-process API calls (apicall.go) reuse this session.
+		r = r.WithContext(context.WithValue(r.Context(), pageSessionKey{}, &pageSession{ss: ss, adm: adm}))
 		q := &req{w: w, r: r, sess: ss, who: adm}
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
 			r.Body = http.MaxBytesReader(w, r.Body, maxForm)
@@ -268,7 +275,7 @@ func (q *req) view(title, nav string, data any) *view {
 
 func (u *UI) render(q *req, status int, page string, v *view) error {
 	if v.Flash == "" {
-		v.Flash = u.sessions.takeFlash(q.sess)
+		v.Flash = u.sessions.takeFlash(q.r.Context(), q.sess)
 	}
 	return u.write(q.w, status, page, v)
 }
@@ -292,7 +299,11 @@ func (u *UI) write(w http.ResponseWriter, status int, page string, v *view) erro
 // renderStatus writes an error page, with the navigation when signed in.
 func (u *UI) renderStatus(w http.ResponseWriter, r *http.Request, status int, title, msg string) {
 	v := &view{Title: title, Error: msg, Layout: "bare"}
-	if ss, adm := u.sessions.lookup(r); ss != nil {
+	if ps, ok := r.Context().Value(pageSessionKey{}).(*pageSession); ok {
+		ss, adm := ps.ss, ps.adm
+		v.Layout, v.CSRF = "app", ss.csrf
+		v.User = &viewUser{Name: ss.display, Role: adm.Role, Via: ss.via, CanChange: adm.Role == "admin"}
+	} else if ss, adm, _ := u.sessions.lookup(r); ss != nil {
 		v.Layout, v.CSRF = "app", ss.csrf
 		v.User = &viewUser{Name: ss.display, Role: adm.Role, Via: ss.via, CanChange: adm.Role == "admin"}
 	}
@@ -305,7 +316,7 @@ func (u *UI) renderStatus(w http.ResponseWriter, r *http.Request, status int, ti
 // a one-time message.
 func (u *UI) redirect(q *req, to, flash string) error {
 	if flash != "" {
-		u.sessions.setFlash(q.sess, flash)
+		u.sessions.setFlash(q.r.Context(), q.sess, flash)
 	}
 	http.Redirect(q.w, q.r, to, http.StatusSeeOther)
 	return nil

@@ -33,3 +33,11 @@ func TestDashboardConformance(t *testing.T) {
 		return open(t)
 	})
 }
+
+func TestSessionsConformance(t *testing.T) {
+	pgtest.Base(t)
+	storetest.RunSessions(t, func(t *testing.T) store.Store {
+		t.Parallel()
+		return open(t)
+	})
+}

@@ -13,3 +13,9 @@ func TestDashboardConformance(t *testing.T) {
 		return open(t, filepath.Join(t.TempDir(), "keyhole.db"))
 	})
 }
+
+func TestSessionsConformance(t *testing.T) {
+	storetest.RunSessions(t, func(t *testing.T) store.Store {
+		return open(t, filepath.Join(t.TempDir(), "keyhole.db"))
+	})
+}
