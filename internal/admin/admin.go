@@ -93,6 +93,9 @@ type call struct {
 	who    *catalog.Admin
 	status int
 	action string
+	// auditBody, when set, is kept as the response body of the call's
+	// audit record (an apply's summary: names only, never a value).
+	auditBody []byte
 }
 
 // apiError is a client-visible error: status, code and message only.
@@ -137,6 +140,9 @@ func (a *API) routes() {
 	write("POST /api/v1/proxies/{name}/rules", "rule.add", a.addRule)
 	write("DELETE /api/v1/proxies/{name}/rules/{rule}", "rule.remove", a.removeRule)
 	read("POST /api/v1/proxies/{name}/rules/test", a.testRules)
+
+	// A whole declarative configuration in one transaction (apply.go).
+	write("POST /api/v1/apply", "apply", a.apply)
 
 	write("POST /api/v1/agents", "agent.create", a.createAgent)
 	read("GET /api/v1/agents", a.listAgents)
@@ -257,6 +263,10 @@ func (c *call) end() *audit.End {
 		LatencyMS: float64(time.Since(c.start).Microseconds()) / 1000}
 	if c.status >= 400 {
 		e.Decision = audit.Error
+	}
+	if c.auditBody != nil {
+		e.ResponseBody = &audit.Body{Data: c.auditBody}
+		e.ResponseBytes = int64(len(c.auditBody))
 	}
 	return e
 }

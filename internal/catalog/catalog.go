@@ -362,7 +362,13 @@ func (c *Catalog) CompileProxy(sp store.Proxy) *Proxy {
 	return c.compileProxy(sp, c.Load())
 }
 
-func (c *Catalog) compileProxy(sp store.Proxy, s *Snapshot) *Proxy {
+func (c *Catalog) compileProxy(sp store.Proxy, s *Snapshot) *Proxy { return c.compile(sp, s, false) }
+
+// compile compiles a proxy spec against the secrets of s. With check, it
+// only finds out whether the proxy would compile: it leaves the node's
+// state alone (no upstream transport, OAuth token source or rate-limit
+// state is created or updated), for values that are not stored yet.
+func (c *Catalog) compile(sp store.Proxy, s *Snapshot, check bool) *Proxy {
 	p := &Proxy{Name: sp.Name}
 	if err := json.Unmarshal(sp.Spec, &p.Spec); err != nil {
 		p.Err = fmt.Errorf("stored proxy spec does not parse: %w", err)
@@ -379,7 +385,11 @@ func (c *Catalog) compileProxy(sp store.Proxy, s *Snapshot) *Proxy {
 	if ps.AgentTokenHeader != "" {
 		p.TokenHeader = http.CanonicalHeaderKey(ps.AgentTokenHeader)
 	}
-	p.Rules, err = rules.Compile(ps.Rules, rules.Options{CaseInsensitive: ps.CaseInsensitivePaths, Proxy: ps.Name, Limits: c.limits})
+	limits := c.limits
+	if check {
+		limits = nil
+	}
+	p.Rules, err = rules.Compile(ps.Rules, rules.Options{CaseInsensitive: ps.CaseInsensitivePaths, Proxy: ps.Name, Limits: limits})
 	if err != nil {
 		p.Err = err
 		return p
@@ -397,6 +407,20 @@ func (c *Catalog) compileProxy(sp store.Proxy, s *Snapshot) *Proxy {
 	case "none", "bearer", "header", "query", "basic":
 		p.Inject, err = inject.NewStatic(ps.Auth, mat)
 	case "oauth2_client_credentials", "oauth2_refresh_token":
+		if check {
+			// A source of its own, never registered: the settings and
+			// the secret's fields are checked, nothing is fetched.
+			var set inject.OAuthSettings
+			var src *inject.OAuthSource
+			if set, err = inject.SettingsOf(ps.Auth); err == nil {
+				if mat == nil {
+					err = fmt.Errorf("secret %q is missing or cannot be opened", ps.Auth.Secret)
+				} else if src, err = inject.NewOAuthSource(set, mat, c.oauthOpt); err == nil {
+					p.Inject = inject.NewOAuth(src)
+				}
+			}
+			break
+		}
 		// The token source outlives this snapshot (dynamic.go).
 		p.Inject, err = c.oauthInjector(ps.Auth, mat)
 	case "aws_sigv4":
@@ -429,6 +453,9 @@ func (c *Catalog) compileProxy(sp store.Proxy, s *Snapshot) *Proxy {
 			return p
 		}
 		p.Redact = p.Redact.WithHMAC(c.master.DeriveKey(audit.HMACKeyPurpose))
+	}
+	if check {
+		return p
 	}
 	p.Transport = c.transport(*ps)
 	c.attachCredView(p)

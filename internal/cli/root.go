@@ -88,7 +88,7 @@ func newRoot(getenv func(string) string) *cobra.Command {
 		},
 	})
 	root.AddCommand(a.secretCmd(), a.proxyCmd(), a.ruleCmd(), a.agentCmd(), a.tokenCmd(),
-		a.adminTokenCmd(), a.logsCmd(), a.auditCmd())
+		a.adminTokenCmd(), a.logsCmd(), a.auditCmd(), a.applyCmd())
 	root.AddCommand(a.caCmd()) // forward-proxy mode's CA (ca.go)
 	// Dashboard users (adminuser.go).
 	root.AddCommand(a.adminUserCmd())

@@ -175,6 +175,12 @@ type Config interface {
 	CreateAdminToken(ctx context.Context, t AdminToken) error
 	ListAdminTokens(ctx context.Context) ([]AdminToken, error)
 	RevokeAdminToken(ctx context.Context, id string, at time.Time) error
+
+	// Apply writes a whole declarative configuration in one transaction
+	// (apply.go): all of it or, on any error, nothing. An apply that
+	// changes nothing, and a dry run, write nothing and leave the version
+	// as it is. Errors about one object of the plan are *ApplyError.
+	Apply(ctx context.Context, p ApplyPlan) (ApplyResult, error)
 }
 
 // AuditEvent is one link of a node's audit hash chain: a whole record, or

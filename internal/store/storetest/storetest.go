@@ -56,6 +56,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Ping", testPing},
 	}
 	tests = append(tests, sharedTests...) // shared.go: several nodes on one store
+	tests = append(tests, applyTests...)  // apply.go: a whole configuration in one transaction
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			s := open(t)
