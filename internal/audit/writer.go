@@ -453,16 +453,17 @@ func (w *Writer) loop() {
 // probe checks an idle, unhealthy store, so that /-/ready and async
 // fail-closed recover without traffic.
 //
-// A store that can (sizedPinger: SQLite) is probed with a write as large
-// as the batch that failed: on a full disk a tiny write may succeed where
-// the records cannot, and calling the store recovered then would make
-// /-/ready flap and let requests through to be refused one by one.
+// A store that can (sizedPinger: SQLite) is asked for room for as much as
+// the batch that failed (4 MiB at least): on a full disk a tiny write may
+// succeed where the records cannot, and calling the store recovered then
+// would make /-/ready flap and let requests through to be refused one by
+// one.
 func (w *Writer) probe(fail func(), backoff *time.Duration) {
 	w.lastProbe = time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	var err error
 	if sp, ok := w.st.(sizedPinger); ok && w.failedBytes > 0 {
-		err = sp.PingWrite(ctx, w.failedBytes)
+		err = sp.PingFree(ctx, w.failedBytes)
 	} else {
 		err = w.st.Ping(ctx)
 	}
@@ -491,9 +492,9 @@ func (w *Writer) probe(fail func(), backoff *time.Duration) {
 // between ready and not ready.
 const probeHeadroom = 4 << 20
 
-// sizedPinger is a store that can check it takes a write of n bytes.
+// sizedPinger is a store that can check it has room for n more bytes.
 type sizedPinger interface {
-	PingWrite(ctx context.Context, n int) error
+	PingFree(ctx context.Context, n int) error
 }
 
 func (w *Writer) lastFail() time.Time {

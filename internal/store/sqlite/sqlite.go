@@ -221,25 +221,22 @@ func (s *Store) Ping(ctx context.Context) error {
 	return err
 }
 
-// PingWrite checks that the database takes a write of about n bytes, as
-// the audit writer's probe asks after a batch of that size failed: on a
-// full disk a tiny write can still succeed (SQLite reuses the WAL's
-// space once it has been checkpointed) while the records cannot, and the
-// node must not call itself recovered then. The value is written in one
-// commit and emptied in the next, so that its pages go back to the free
-// list (the same transaction would never write them: SQLite skips pages
-// freed before the commit).
-func (s *Store) PingWrite(ctx context.Context, n int) error {
-	if err := s.sameFile(); err != nil {
-		return err
+// PingFree checks that the database can take about n more bytes, as the
+// audit writer's probe asks after a batch of that size failed: on a full
+// disk a tiny write can still succeed (SQLite reuses the WAL's space once
+// it has been checkpointed) while the records cannot, and the node must
+// not call itself recovered then. It asks the file system for the space
+// (writing n bytes to find out would use up the headroom it measures: the
+// WAL and then the database file would each grow by n), then makes the
+// small write Ping makes.
+func (s *Store) PingFree(ctx context.Context, n int) error {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(filepath.Dir(s.path), &st); err == nil {
+		if free := uint64(st.Bavail) * uint64(st.Bsize); free < uint64(n) {
+			return fmt.Errorf("the database's file system has %d bytes free; the audit log needs %d before it takes records again", free, n)
+		}
 	}
-	n = min(max(n, 1), 16<<20)
-	if _, err := s.w.ExecContext(ctx, `INSERT INTO meta (key, value) VALUES ('ping_write', hex(randomblob(?)))
-		ON CONFLICT (key) DO UPDATE SET value = excluded.value`, (n+1)/2); err != nil {
-		return err
-	}
-	_, err := s.w.ExecContext(ctx, `UPDATE meta SET value = '' WHERE key = 'ping_write'`)
-	return err
+	return s.Ping(ctx)
 }
 
 // ErrFileReplaced: the database file at the store's path is not the one it

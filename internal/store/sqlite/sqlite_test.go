@@ -2,9 +2,11 @@ package sqlite
 
 import (
 	"errors"
+	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -192,7 +194,7 @@ func TestReadOnlyFile(t *testing.T) {
 				PrevHash: make([]byte, 32), Hash: make([]byte, 32), Index: store.LogIndex{ID: "r1", Node: "n1", Time: time.Unix(4, 0)}}})
 		}},
 		{"Ping", func() error { return s.Ping(ctx) }},
-		{"PingWrite", func() error { return s.PingWrite(ctx, 1<<20) }},
+		{"PingFree", func() error { return s.PingFree(ctx, 1<<20) }},
 	}
 	for _, w := range writes {
 		err := w.write()
@@ -220,22 +222,17 @@ func TestReadOnlyFile(t *testing.T) {
 	}
 }
 
-// TestPingWrite: the audit writer's sized probe writes about n bytes in a
-// commit of their own and leaves nothing behind (the value is emptied in
-// the next commit, its pages go back to the free list).
-func TestPingWrite(t *testing.T) {
+// TestPingFree: the audit writer's probe after a failure asks for room
+// and writes only Ping's small value; more room than the file system has
+// is refused with how much there is.
+func TestPingFree(t *testing.T) {
 	s := open(t, filepath.Join(t.TempDir(), "keyhole.db"))
 	ctx := t.Context()
-	for _, n := range []int{0, 1, 4 << 20, 64 << 20} {
-		if err := s.PingWrite(ctx, n); err != nil {
-			t.Fatalf("PingWrite(%d): %v", n, err)
-		}
+	if err := s.PingFree(ctx, 1<<20); err != nil {
+		t.Fatalf("PingFree(1 MiB): %v", err)
 	}
-	var v string
-	if err := s.w.QueryRowContext(ctx, `SELECT value FROM meta WHERE key = 'ping_write'`).Scan(&v); err != nil {
-		t.Fatal(err)
-	}
-	if v != "" {
-		t.Errorf("after PingWrite, meta ping_write holds %d bytes; want it emptied", len(v))
+	err := s.PingFree(ctx, math.MaxInt)
+	if err == nil || !strings.Contains(err.Error(), "bytes free; the audit log needs") {
+		t.Errorf("PingFree(more than any disk) = %v; want the free space refused", err)
 	}
 }
