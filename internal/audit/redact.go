@@ -353,7 +353,7 @@ func (r *Redactor) hashJSON(in []byte) []byte {
 		}
 		res = append(res, out[j:j+k]...)
 		from := i + k
-		to, whole := valueEnd(in, from)
+		to, whole := jsonpath.ValueEnd(in, from)
 		rep := `"` + Redacted + `"`
 		if whole && to > from {
 			v := in[from:to]
@@ -369,55 +369,6 @@ func (r *Redactor) hashJSON(in []byte) []byte {
 		i, j = to, j+k+len(r.marker)
 	}
 	return bytes.ReplaceAll(out, r.marker, []byte(`"`+Redacted+`"`))
-}
-
-// stringEnd and valueEnd are jsonpath.MaskPrefix's: the index after the
-// JSON string or value at i, and false when the data ends inside it.
-func stringEnd(b []byte, i int) (int, bool) {
-	for j := i + 1; j < len(b); j++ {
-		switch b[j] {
-		case '\\':
-			j++
-		case '"':
-			return j + 1, true
-		}
-	}
-	return len(b), false
-}
-
-func valueEnd(b []byte, i int) (int, bool) {
-	if i >= len(b) {
-		return i, false
-	}
-	switch b[i] {
-	case '"':
-		return stringEnd(b, i)
-	case '{', '[':
-		depth := 0
-		for j := i; j < len(b); j++ {
-			switch b[j] {
-			case '"':
-				end, ok := stringEnd(b, j)
-				if !ok {
-					return len(b), false
-				}
-				j = end - 1
-			case '{', '[':
-				depth++
-			case '}', ']':
-				depth--
-				if depth == 0 {
-					return j + 1, true
-				}
-			}
-		}
-		return len(b), false
-	}
-	j := i
-	for j < len(b) && bytes.IndexByte([]byte(",}] \t\r\n"), b[j]) < 0 {
-		j++
-	}
-	return j, j < len(b)
 }
 
 // unescape is a query or form value as text (the raw text if it is not

@@ -88,7 +88,7 @@ func (m *masker) value(i int, keys []string) bool {
 				m.i = i
 				return false
 			}
-			end, ok := stringEnd(b, i)
+			end, ok := StringEnd(b, i)
 			if !ok {
 				m.i = len(b)
 				return false
@@ -106,7 +106,7 @@ func (m *masker) value(i int, keys []string) bool {
 			i = skipSpace(b, i+1)
 			path := append(keys, key)
 			if m.matches(path) {
-				vend, ok := valueEnd(b, i)
+				vend, ok := ValueEnd(b, i)
 				m.replace(i, vend)
 				if !ok {
 					m.i = len(b)
@@ -142,7 +142,7 @@ func (m *masker) value(i int, keys []string) bool {
 			i = m.i
 		}
 	default:
-		end, ok := valueEnd(b, i)
+		end, ok := ValueEnd(b, i)
 		m.i = end
 		return ok
 	}
@@ -157,8 +157,9 @@ func (m *masker) matches(keys []string) bool {
 	return false
 }
 
-// stringEnd returns the index after the closing quote of the string at i.
-func stringEnd(b []byte, i int) (int, bool) {
+// StringEnd returns the index after the closing quote of the JSON string
+// at i in b (which may be cut short); false when the data ends inside it.
+func StringEnd(b []byte, i int) (int, bool) {
 	for j := i + 1; j < len(b); j++ {
 		switch b[j] {
 		case '\\':
@@ -170,21 +171,22 @@ func stringEnd(b []byte, i int) (int, bool) {
 	return len(b), false
 }
 
-// valueEnd returns the index after the value at i, skipping nested
-// containers; false when the data ends inside it.
-func valueEnd(b []byte, i int) (int, bool) {
+// ValueEnd returns the index after the JSON value at i in b (which may be
+// cut short), skipping nested containers; false when the data ends inside
+// it.
+func ValueEnd(b []byte, i int) (int, bool) {
 	if i >= len(b) {
 		return i, false
 	}
 	switch b[i] {
 	case '"':
-		return stringEnd(b, i)
+		return StringEnd(b, i)
 	case '{', '[':
 		depth := 0
 		for j := i; j < len(b); j++ {
 			switch b[j] {
 			case '"':
-				end, ok := stringEnd(b, j)
+				end, ok := StringEnd(b, j)
 				if !ok {
 					return len(b), false
 				}
